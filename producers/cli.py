@@ -1,0 +1,176 @@
+"""The `trigger` command. Send-side commands live here; worker-side ones load lazily.
+
+Every expected failure prints one line and exits non-zero; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+import click
+import redis
+
+from producers.client import TriggerClient
+from pydantic import ValidationError
+
+from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
+from producers.errors import TriggerError
+from producers.settings import ProducerSettings
+from producers.state import RequestState
+
+WORKER_COMMANDS = {
+    "pipelines": "worker.cli:pipelines",
+    "worker": "worker.cli:worker",
+    "demo": "worker.demo:demo",
+    "dlq": "worker.cli:dlq",
+}
+
+
+class TriggerGroup(click.Group):
+    """Loads worker commands on demand and turns known errors into one clear line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *WORKER_COMMANDS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in WORKER_COMMANDS:
+            return super().get_command(ctx, name)
+        module_name, _, attribute = WORKER_COMMANDS[name].partition(":")
+        try:
+            return getattr(importlib.import_module(module_name), attribute)
+        except ImportError as exc:
+            return _missing_extra(name, exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TriggerError as exc:
+            raise click.ClickException(str(exc)) from None
+        except redis.RedisError as exc:
+            raise click.ClickException(f"Redis error: {type(exc).__name__}: {exc}") from None
+
+
+def _missing_extra(name: str, exc: ImportError) -> click.Command:
+    @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def unavailable() -> None:
+        raise click.ClickException(
+            f"'trigger {name}' needs the worker extra: pip install 'zenml-queue-trigger[worker]' ({exc})"
+        )
+
+    return unavailable
+
+
+def parse_value(text: str) -> Any:
+    """A CLI value: JSON when it parses (`10`, `true`, `[1,2]`), else the plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, Any]:
+    """`KEY=VALUE` into a pair, or a usage error naming the option."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise click.UsageError(f"{option} {text!r}: expected KEY=VALUE")
+    return key.strip(), parse_value(value)
+
+
+def parse_step_assignments(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """`STEP.KEY=VALUE` items into `{step: {key: value}}`."""
+    steps: dict[str, dict[str, Any]] = {}
+    for item in items:
+        dotted, value = parse_assignment(item, "-s")
+        step, dot, key = dotted.partition(".")
+        if not dot or not step or not key:
+            raise click.UsageError(f"-s {item!r}: expected STEP.KEY=VALUE, e.g. train_model.model_type=gradient_boosting")
+        steps.setdefault(step, {})[key] = value
+    return steps
+
+
+def build_request(
+    pipeline: str | None, params: tuple[str, ...], step_params: tuple[str, ...], template: str | None,
+    idempotency_key: str | None, source: str,
+) -> TriggerRequest:
+    """The request `trigger send` enqueues, validated as the wire contract."""
+    if (pipeline is None) == (template is None):
+        raise click.UsageError("give a PIPELINE or --template NAME (exactly one)")
+    try:
+        return TriggerRequest(
+            pipeline_name=pipeline, template=template,
+            parameters=dict(parse_assignment(p, "-p") for p in params),
+            steps=normalize_steps(parse_step_assignments(step_params)),
+            idempotency_key=idempotency_key, source=source,
+        )
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(str(p) for p in problems_from_validation(exc))) from None
+
+
+def print_state(state: RequestState, as_json: bool) -> None:
+    """Print a request's state as one JSON object or a short readable block."""
+    if as_json:
+        click.echo(json.dumps(state.public_dict()))
+        return
+    click.echo(f"{state.request_id}: {state.status.value}")
+    for label, value in _readable_fields(state):
+        click.echo(f"  {label}: {value}")
+
+
+def _readable_fields(state: RequestState) -> list[tuple[str, Any]]:
+    fields = [
+        ("pipeline", state.pipeline_name), ("template", state.template), ("attempts", state.attempts),
+        ("run_id", state.run_id), ("metrics", state.metrics), ("duplicate_of", state.duplicate_of),
+        ("replay_of", state.replay_of), ("replayed_as", ", ".join(state.replayed_as) or None),
+        ("next_attempt_at", state.next_attempt_at),
+    ]
+    if state.error:
+        fields.append(("error", f"{state.error.type}: {state.error.message}"))
+        fields.extend(("  at " + (d["path"] or "(message)"), d["problem"]) for d in state.error.details)
+    return [(label, value) for label, value in fields if value not in (None, "")]
+
+
+@click.group(cls=TriggerGroup)
+def cli() -> None:
+    """Queue-driven triggers for ZenML pipelines."""
+
+
+@cli.command()
+@click.argument("pipeline", required=False)
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Pipeline-level parameter.")
+@click.option("-s", "--step-param", "step_params", multiple=True, metavar="STEP.KEY=VALUE", help="Step parameter.")
+@click.option("--template", help="Run this named template instead of a pipeline.")
+@click.option("--idempotency-key", help="Requests sharing a key inside the dedup window run once.")
+@click.option("--source", default="cli", show_default=True, help="Who is sending.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def send(
+    pipeline: str | None, params: tuple[str, ...], step_params: tuple[str, ...], template: str | None,
+    idempotency_key: str | None, source: str, as_json: bool,
+) -> None:
+    """Enqueue a trigger request and print its id."""
+    request = build_request(pipeline, params, step_params, template, idempotency_key, source)
+    request_id = TriggerClient.from_env().send(request)
+    click.echo(json.dumps({"request_id": request_id, "status": "queued"}) if as_json else request_id)
+
+
+@cli.command()
+@click.argument("request_id")
+@click.option("--wait", type=click.FloatRange(min=0), default=None, help="Block up to SECONDS for a terminal state.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(request_id: str, wait: float | None, as_json: bool) -> None:
+    """Show a request's state."""
+    settings = ProducerSettings()
+    client = TriggerClient.from_settings(settings)
+    state = client.wait(request_id, wait) if wait else client.status(request_id)
+    print_state(state, as_json)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main(prog_name="trigger")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

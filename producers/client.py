@@ -1,0 +1,121 @@
+"""`TriggerClient`: enqueue trigger requests in one Redis round trip and read their state."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from producers import keys
+from producers.contract import TriggerRequest, encode_request, normalize_steps
+from producers.envelope import task_envelope
+from producers.errors import EnqueueError, PayloadTooLarge, Problem
+from producers.settings import ProducerSettings, redacted_url
+from producers.state import RequestState, StateStore
+
+log = logging.getLogger("producers.client")
+
+
+def connect(settings: ProducerSettings) -> redis.Redis:
+    """A Redis client whose every call is bounded by the settings' timeouts (no silent retries)."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.enqueue_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class TriggerClient:
+    """Sends trigger requests to the worker's queue and reads their state back."""
+
+    def __init__(self, client: redis.Redis, settings: ProducerSettings | None = None) -> None:
+        self.settings = settings or ProducerSettings()
+        self.redis = client
+        self.states = StateStore(client, self.settings.state_ttl)
+        self.failed_enqueues = 0
+
+    @classmethod
+    def from_env(cls) -> TriggerClient:
+        """A client configured from `TRIGGER_*` variables (`TRIGGER_REDIS_URL` above all)."""
+        return cls.from_settings(ProducerSettings())
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings) -> TriggerClient:
+        """A client for explicit settings."""
+        return cls(connect(settings), settings)
+
+    def trigger(
+        self,
+        pipeline_name: str | None = None,
+        *,
+        template: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        steps: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        source: str = "python-client",
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Enqueue a run of `pipeline_name` (or of `template`) and return the request id."""
+        fields: dict[str, Any] = {
+            "pipeline_name": pipeline_name,
+            "template": template,
+            "parameters": dict(parameters or {}),
+            "steps": normalize_steps(steps),
+            "idempotency_key": idempotency_key,
+            "source": source,
+            "metadata": dict(metadata or {}),
+        }
+        if request_id is not None:
+            fields["request_id"] = request_id
+        return self.send(TriggerRequest(**fields))
+
+    def send(self, request: TriggerRequest) -> str:
+        """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
+        payload = encode_request(request)
+        self._check_size(payload)
+        envelope = task_envelope(keys.TASK_NAME, request.request_id, [payload], self.settings.queue)
+        pipe = self.redis.pipeline(transaction=True)
+        self.states.put(RequestState.queued(request), pipe)
+        pipe.lpush(self.settings.queue, envelope)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._enqueue_error(request.request_id, exc) from None
+        return request.request_id
+
+    def try_send(self, request: TriggerRequest) -> str | None:
+        """Fire-and-forget: like `send`, but logs and counts a failure instead of raising."""
+        try:
+            return self.send(request)
+        except EnqueueError as exc:
+            self.failed_enqueues += 1
+            log.error("trigger.enqueue_failed request_id=%s error=%s", request.request_id, exc)
+            return None
+
+    def status(self, request_id: str) -> RequestState:
+        """The request's current state; `UnknownRequest` if none is recorded."""
+        return self.states.require(request_id)
+
+    def wait(self, request_id: str, timeout: float) -> RequestState:
+        """Block up to `timeout` seconds for the request to reach a terminal state."""
+        return self.states.wait(request_id, timeout)
+
+    def _check_size(self, payload: str) -> None:
+        size = len(payload.encode())
+        if size > self.settings.max_payload_bytes:
+            limit = self.settings.max_payload_bytes
+            raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
+
+    def _enqueue_error(self, request_id: str, exc: redis.RedisError) -> EnqueueError:
+        where = redacted_url(self.settings.redis_url)
+        timeout = self.settings.enqueue_timeout
+        return EnqueueError(
+            f"could not enqueue request {request_id} onto {where} within {timeout:g}s: "
+            f"{type(exc).__name__}: {exc}"
+        )

@@ -1,0 +1,137 @@
+"""Request state: what `trigger status` and `TriggerClient.status` show, kept in Redis by id."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+from producers import keys
+from producers.contract import TriggerRequest, utc_now
+from producers.errors import UnknownRequest
+
+
+class Status(str, Enum):
+    """Where a request is; the last five are terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+
+    @property
+    def terminal(self) -> bool:
+        """True once nothing more will happen to the request."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED}
+)
+
+
+class ErrorInfo(BaseModel):
+    """Why a request did not succeed."""
+
+    type: str
+    message: str
+    details: list[dict[str, str]] = Field(default_factory=list)
+
+
+class RequestState(BaseModel):
+    """One request's life, as recorded by the producer and then the worker."""
+
+    model_config = ConfigDict(use_enum_values=False)
+
+    request_id: str
+    status: Status
+    pipeline_name: str | None = None
+    template: str | None = None
+    source: str | None = None
+    idempotency_key: str | None = None
+    attempts: int = 0
+    run_id: str | None = None
+    run_name: str | None = None
+    metrics: dict[str, JsonValue] | None = None
+    error: ErrorInfo | None = None
+    duplicate_of: str | None = None
+    replay_of: str | None = None
+    replayed_as: list[str] = Field(default_factory=list)
+    next_attempt_at: datetime | None = None
+    worker: str | None = None
+    created_at: datetime = Field(default_factory=utc_now)
+    updated_at: datetime = Field(default_factory=utc_now)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @classmethod
+    def queued(cls, request: TriggerRequest) -> RequestState:
+        """The first state, written atomically with the enqueue."""
+        return cls(
+            request_id=request.request_id,
+            status=Status.QUEUED,
+            pipeline_name=request.pipeline_name,
+            template=request.template,
+            source=request.source,
+            idempotency_key=request.idempotency_key,
+            replay_of=request.replay_of,
+            created_at=request.created_at,
+        )
+
+    def advance(self, status: Status, **changes: Any) -> RequestState:
+        """A copy in the new status, stamped now."""
+        now = utc_now()
+        if status.terminal and "finished_at" not in changes:
+            changes["finished_at"] = now
+        return self.model_copy(update={"status": status, "updated_at": now, **changes})
+
+    def to_json(self) -> str:
+        """Stored form."""
+        return self.model_dump_json()
+
+    def public_dict(self) -> dict[str, Any]:
+        """The JSON object `trigger status --json` prints."""
+        return self.model_dump(mode="json")
+
+
+class StateStore:
+    """Reads and writes request states in Redis, each kept `ttl` seconds after its last change."""
+
+    def __init__(self, client: redis.Redis, ttl: int) -> None:
+        self.client = client
+        self.ttl = ttl
+
+    def get(self, request_id: str) -> RequestState | None:
+        """The state, or None if unknown or expired."""
+        raw = self.client.get(keys.state_key(request_id))
+        return RequestState.model_validate_json(raw) if raw else None
+
+    def require(self, request_id: str) -> RequestState:
+        """The state, or `UnknownRequest`."""
+        state = self.get(request_id)
+        if state is None:
+            raise UnknownRequest(f"no request with id {request_id!r} is known (never sent, or expired)")
+        return state
+
+    def put(self, state: RequestState, pipe: Any = None) -> None:
+        """Write `state` (through `pipe` when batching with other commands)."""
+        target = pipe if pipe is not None else self.client
+        target.set(keys.state_key(state.request_id), state.to_json(), ex=self.ttl)
+
+    def wait(self, request_id: str, timeout: float, poll: float = 0.1) -> RequestState:
+        """Block up to `timeout` seconds for a terminal state; return the latest state either way."""
+        deadline = time.monotonic() + timeout
+        state = self.require(request_id)
+        while not state.status.terminal and time.monotonic() < deadline:
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+            state = self.require(request_id)
+        return state

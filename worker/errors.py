@@ -1,0 +1,63 @@
+"""Worker-side errors, all rooted in `producers.errors.TriggerError` and split permanent/transient."""
+
+from __future__ import annotations
+
+from producers.errors import (
+    InvalidRequest,
+    MalformedRequest,
+    PayloadTooLarge,
+    PermanentError,
+    Problem,
+    TransientError,
+    TriggerError,
+)
+
+__all__ = [
+    "InvalidParameters",
+    "InvalidRequest",
+    "MalformedRequest",
+    "PayloadTooLarge",
+    "PermanentError",
+    "PipelineRunFailed",
+    "Problem",
+    "StoreUnavailable",
+    "TransientError",
+    "TriggerError",
+    "UnknownPipeline",
+    "UnknownTemplate",
+    "RunSubmissionFailed",
+    "LockedOverride",
+]
+
+
+class UnknownPipeline(InvalidRequest):
+    """The request names a pipeline that is not registered."""
+
+
+class UnknownTemplate(InvalidRequest):
+    """The request names a template that does not exist or cannot be used."""
+
+
+class InvalidParameters(InvalidRequest):
+    """The request's parameters do not fit the pipeline's signature."""
+
+
+class LockedOverride(InvalidRequest):
+    """The request changes a value the template locks."""
+
+
+class PipelineRunFailed(PermanentError):
+    """The pipeline ran and failed."""
+
+    def __init__(self, message: str | None = None, *, run_id: str | None = None, run_name: str | None = None) -> None:
+        self.run_id = run_id
+        self.run_name = run_name
+        super().__init__(message)
+
+
+class StoreUnavailable(TransientError):
+    """The ZenML store or Redis could not be reached."""
+
+
+class RunSubmissionFailed(TransientError):
+    """The orchestrator or ZenML server did not accept the run; it may later."""

@@ -1,0 +1,36 @@
+"""Idempotency claims: the first request with a key owns it for the dedup window, atomically."""
+
+from __future__ import annotations
+
+import redis
+
+from producers import keys
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class IdempotencyClaims:
+    """`SET NX` claims in Redis, so two worker processes can never both win one key."""
+
+    def __init__(self, client: redis.Redis, window: int) -> None:
+        self.client = client
+        self.window = window
+        self._release = client.register_script(_RELEASE)
+
+    def claim(self, key: str, request_id: str) -> str:
+        """Claim `key` for `request_id`; return the owner (ours on success or redelivery)."""
+        name = keys.idempotency_key(key)
+        for _ in range(3):
+            if self.client.set(name, request_id, nx=True, ex=self.window):
+                return request_id
+            owner = self.client.get(name)
+            if owner is not None:
+                return owner.decode()
+        return request_id
+
+    def release(self, key: str, request_id: str) -> None:
+        """Give the key up (after a non-successful end) so a later request may try again."""
+        self._release(keys=[keys.idempotency_key(key)], args=[request_id])

@@ -1,0 +1,289 @@
+"""The trigger path as plain functions: decode -> deduplicate -> resolve -> validate -> run -> record.
+
+Nothing here knows Celery; the task is a thin adapter over `Processor.handle`, so the
+whole path is callable and testable on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import structlog
+
+from pipelines.registry import PipelineRegistry, RegisteredPipeline
+from producers import keys
+from producers.contract import TriggerRequest, decode_request, encode_request, peek_request_id
+from producers.envelope import task_envelope
+from producers.errors import InvalidRequest, MalformedRequest, PayloadTooLarge, PermanentError, Problem, TransientError
+from producers.state import ErrorInfo, RequestState, StateStore, Status
+from worker.dead_letters import DeadLetter, DeadLetterStore
+from worker.errors import PipelineRunFailed, UnknownPipeline, UnknownTemplate
+from worker.idempotency import IdempotencyClaims
+from worker.lease import Leases
+from worker.logs import get_logger
+from worker.retry import RetryPolicy
+from worker.runner import RunOutcome, ZenMLRunner
+from worker.schedule import RetrySchedule
+from worker.settings import WorkerSettings
+from worker.signature import PipelineSignature, inspect_pipeline
+from worker.validation import RunPlan, plan_run
+
+HOST = socket.gethostname()
+
+
+class InternalError(PermanentError):
+    """The worker hit an unexpected error; the request is dead-lettered for replay."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message as the task received it."""
+
+    raw: bytes | str
+    task_id: str | None = None
+    delivery_tag: str | None = None
+    attempt: int | None = None
+    quarantine: str | None = None
+    raw_encoding: str = "utf-8"
+
+    def payload(self) -> bytes | str:
+        """The original bytes (undoing the transport's base64 for non-UTF-8 garbage)."""
+        if self.raw_encoding == "base64" and isinstance(self.raw, str):
+            return base64.b64decode(self.raw)
+        return self.raw
+
+
+@dataclass
+class Services:
+    """Everything the processor talks to, built once per worker process."""
+
+    settings: WorkerSettings
+    registry: PipelineRegistry
+    states: StateStore
+    dead_letters: DeadLetterStore
+    claims: IdempotencyClaims
+    leases: Leases
+    schedule: RetrySchedule
+    runner: ZenMLRunner
+
+
+class Processor:
+    """Takes one delivery to exactly one recorded outcome; never raises for a bad message."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.log = get_logger()
+        self._signatures: dict[str, PipelineSignature] = {}
+
+    def handle(self, delivery: Delivery) -> RequestState:
+        """Process a delivery and return the state it ends in (or the state that made it a no-op)."""
+        try:
+            request = self._decode(delivery)
+        except InvalidRequest as exc:
+            return self._reject_undecodable(delivery, exc)
+        with structlog.contextvars.bound_contextvars(
+            request_id=request.request_id, pipeline=request.target, source=request.source
+        ):
+            return self._handle_request(request, delivery)
+
+    def signature(self, entry: RegisteredPipeline) -> PipelineSignature:
+        """The pipeline's signature, compiled once per process."""
+        if entry.name not in self._signatures:
+            self._signatures[entry.name] = inspect_pipeline(entry.pipeline)
+        return self._signatures[entry.name]
+
+    # -- decoding -----------------------------------------------------------
+
+    def _decode(self, delivery: Delivery) -> TriggerRequest:
+        payload = delivery.payload()
+        if delivery.quarantine:
+            raise MalformedRequest(raw=payload, details=[Problem("", delivery.quarantine)])
+        size = len(payload.encode() if isinstance(payload, str) else payload)
+        if size > self.s.settings.max_payload_bytes:
+            limit = self.s.settings.max_payload_bytes
+            raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
+        return decode_request(payload)
+
+    def _reject_undecodable(self, delivery: Delivery, exc: InvalidRequest) -> RequestState:
+        payload = delivery.payload()
+        request_id = peek_request_id(payload) or delivery.task_id or f"malformed-{uuid.uuid4().hex}"
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            state = self.s.states.get(request_id)
+            if state is not None and state.status.terminal:
+                self.log.info("trigger.skipped", reason="already finished", status=state.status.value)
+                return state
+            self.log.info("trigger.received", attempt=1)
+            state = state or RequestState(request_id=request_id, status=Status.QUEUED, source="unknown")
+            return self._end(state, Status.REJECTED, exc, attempt=1, raw=payload)
+
+    # -- the request path --------------------------------------------------
+
+    def _handle_request(self, request: TriggerRequest, delivery: Delivery) -> RequestState:
+        state = self.s.states.get(request.request_id) or RequestState.queued(request)
+        attempt = state.attempts + 1
+        self.log.info("trigger.received", attempt=attempt, replay_of=request.replay_of)
+        reason = self._skip_reason(state, delivery)
+        if reason is None and not self.s.leases.acquire(request.request_id):
+            reason = "another live worker holds its lease"
+        if reason is not None:
+            self.log.info("trigger.skipped", reason=reason, status=state.status.value)
+            return state
+        with self.s.leases.held(request.request_id, delivery.delivery_tag):
+            return self._process(request, state, attempt)
+
+    def _skip_reason(self, state: RequestState, delivery: Delivery) -> str | None:
+        if state.status.terminal:
+            return "already finished"
+        if state.status is Status.RETRYING and (delivery.attempt or 0) <= state.attempts:
+            return "stale copy; its retry is scheduled"
+        return None
+
+    def _process(self, request: TriggerRequest, state: RequestState, attempt: int) -> RequestState:
+        try:
+            entry, plan = self._resolve(request)
+            earlier = self._earlier_outcome(entry, state)
+            if earlier is not None:
+                return self._record_outcome(state, earlier, attempt - 1)
+            owner = self._claim(request)
+            if owner != request.request_id:
+                return self._duplicate(state, owner, attempt)
+            outcome = self._run(request, state, entry, plan, attempt)
+        except InvalidRequest as exc:
+            return self._end(state, Status.REJECTED, exc, attempt, request=request)
+        except PipelineRunFailed as exc:
+            return self._end(state, Status.FAILED, exc, attempt, request=request, run_id=exc.run_id)
+        except TransientError as exc:
+            return self._retry_or_give_up(request, state, exc, attempt)
+        except Exception as exc:  # noqa: BLE001 - a bug must dead-letter the request, not lose it
+            self.log.exception("trigger.internal_error")
+            error = InternalError(f"{type(exc).__name__}: {exc}")
+            return self._end(state, Status.DEAD_LETTERED, error, attempt, request=request)
+        return self._record_outcome(state, outcome, attempt)
+
+    def _resolve(self, request: TriggerRequest) -> tuple[RegisteredPipeline, RunPlan]:
+        if request.template is not None:
+            raise UnknownTemplate(details=[Problem("template", f"template {request.template!r} does not exist")])
+        entry = self.s.registry.get(request.pipeline_name or "")
+        if entry is None:
+            known = ", ".join(self.s.registry.names()) or "none"
+            problem = f"pipeline {request.pipeline_name!r} is not registered; registered: {known}"
+            raise UnknownPipeline(details=[Problem("pipeline_name", problem)])
+        return entry, plan_run(self.signature(entry), dict(request.parameters), request.step_parameters())
+
+    def _earlier_outcome(self, entry: RegisteredPipeline, state: RequestState) -> RunOutcome | None:
+        """A redelivered request whose interrupted attempt's run finished after all."""
+        if state.status is not Status.RUNNING or not state.run_name:
+            return None
+        outcome = self.s.runner.find(state.run_name, entry)
+        if outcome is not None and outcome.status in ("completed", "failed"):
+            self.log.info("trigger.recovered", run_id=outcome.run_id, run_status=outcome.status)
+            return outcome
+        return None
+
+    def _claim(self, request: TriggerRequest) -> str:
+        if request.idempotency_key is None:
+            return request.request_id
+        return self.s.claims.claim(request.idempotency_key, request.request_id)
+
+    def _duplicate(self, state: RequestState, owner: str, attempt: int) -> RequestState:
+        state = state.advance(Status.DUPLICATE, duplicate_of=owner, attempts=attempt, worker=HOST)
+        self.s.states.put(state)
+        self.log.info("trigger.duplicate", duplicate_of=owner)
+        return state
+
+    def _run(
+        self, request: TriggerRequest, state: RequestState, entry: RegisteredPipeline, plan: RunPlan, attempt: int
+    ) -> RunOutcome:
+        run_name = f"{entry.name}-{request.request_id}-{attempt}"
+        started = state.advance(
+            Status.RUNNING, attempts=attempt, run_name=run_name, started_at=_now(), worker=HOST,
+            error=None, next_attempt_at=None,
+        )
+        self.s.states.put(started)
+        self.log.info("trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps)
+        return self.s.runner.run(entry, plan, run_name)
+
+    # -- outcomes ------------------------------------------------------------
+
+    def _record_outcome(self, state: RequestState, outcome: RunOutcome, attempt: int) -> RequestState:
+        if not outcome.succeeded:
+            error = PipelineRunFailed(f"run {outcome.run_name} ended {outcome.status}", run_id=outcome.run_id)
+            return self._end(state, Status.FAILED, error, attempt, run_id=outcome.run_id)
+        state = state.advance(
+            Status.SUCCEEDED, attempts=max(attempt, 1), run_id=outcome.run_id, run_name=outcome.run_name,
+            metrics=outcome.metrics, error=None, worker=HOST,
+        )
+        self.s.states.put(state)
+        self.log.info("trigger.succeeded", run_id=outcome.run_id, metrics=outcome.metrics, duration_s=_duration(state))
+        return state
+
+    def _retry_or_give_up(
+        self, request: TriggerRequest, state: RequestState, exc: TransientError, attempt: int
+    ) -> RequestState:
+        delay = RetryPolicy.for_pipeline(self.s.settings, request.pipeline_name).delay(exc, attempt)
+        if delay is None:
+            return self._end(state, Status.DEAD_LETTERED, exc, attempt, request=request)
+        due = time.time() + delay
+        state = state.advance(
+            Status.RETRYING, attempts=attempt, error=ErrorInfo(**exc.as_dict()),
+            next_attempt_at=datetime.fromtimestamp(due, timezone.utc),
+        )
+        envelope = task_envelope(
+            keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, {"attempt": attempt + 1}
+        )
+        pipe = self.s.states.client.pipeline(transaction=True)
+        self.s.states.put(state, pipe)
+        self.s.schedule.add(envelope, due, pipe)
+        pipe.execute()
+        self.log.warning("trigger.retrying", attempt=attempt, delay_s=round(delay, 3), error=exc.message)
+        return state
+
+    def _end(
+        self,
+        state: RequestState,
+        status: Status,
+        exc: Any,
+        attempt: int,
+        request: TriggerRequest | None = None,
+        run_id: str | None = None,
+        raw: bytes | str | None = None,
+    ) -> RequestState:
+        """Record a non-successful terminal state, dead-letter it, free its idempotency key."""
+        state = state.advance(
+            status, attempts=attempt, error=ErrorInfo(**exc.as_dict()), run_id=run_id or state.run_id,
+            worker=HOST, next_attempt_at=None,
+        )
+        raw_payload = raw if raw is not None else (encode_request(request) if request else "")
+        self.s.states.put(state)
+        self.s.dead_letters.add(_letter(state, exc, raw_payload))
+        if request is not None and request.idempotency_key and status is not Status.DUPLICATE:
+            self.s.claims.release(request.idempotency_key, request.request_id)
+        event = {Status.REJECTED: "trigger.rejected", Status.FAILED: "trigger.failed"}.get(status, "trigger.dead_lettered")
+        self.log.warning(event, error_type=type(exc).__name__, error=exc.message, details=state.error.details if state.error else [], attempt=attempt, run_id=state.run_id)
+        return state
+
+
+def _letter(state: RequestState, exc: Any, raw: bytes | str) -> DeadLetter:
+    text, encoding = DeadLetter.encode_raw(raw)
+    return DeadLetter(
+        request_id=state.request_id, status=state.status.value, reason=exc.message,
+        error=ErrorInfo(**exc.as_dict()), attempts=state.attempts, raw_payload=text, raw_encoding=encoding,
+        pipeline_name=state.pipeline_name, template=state.template, source=state.source, run_id=state.run_id,
+        created_at=state.created_at,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _duration(state: RequestState) -> float | None:
+    if state.started_at and state.finished_at:
+        return round((state.finished_at - state.started_at).total_seconds(), 3)
+    return None

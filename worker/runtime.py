@@ -1,0 +1,41 @@
+"""Build the processor's services once per worker process from the settings object."""
+
+from __future__ import annotations
+
+import redis
+
+from pipelines.registry import PipelineRegistry
+from producers.client import connect
+from producers.state import StateStore
+from worker.dead_letters import DeadLetterStore
+from worker.idempotency import IdempotencyClaims
+from worker.lease import Leases
+from worker.processing import Processor, Services
+from worker.runner import ZenMLRunner
+from worker.schedule import RetrySchedule
+from worker.settings import WorkerSettings
+
+
+def redis_client(settings: WorkerSettings) -> redis.Redis:
+    """The worker's own Redis client: bounded timeouts, reconnecting on the next call."""
+    return connect(settings)
+
+
+def build_services(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Services:
+    """Every service the processor needs, wired to one Redis client."""
+    client = redis_client(settings)
+    return Services(
+        settings=settings,
+        registry=registry or PipelineRegistry.from_paths(settings.pipelines),
+        states=StateStore(client, settings.state_ttl),
+        dead_letters=DeadLetterStore(client, settings.dead_letter_max_size, settings.dead_letter_max_age),
+        claims=IdempotencyClaims(client, settings.dedup_window),
+        leases=Leases(client, settings.lease_timeout, settings.heartbeat_interval),
+        schedule=RetrySchedule(client, settings.queue),
+        runner=ZenMLRunner(),
+    )
+
+
+def build_processor(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Processor:
+    """A processor ready to handle deliveries."""
+    return Processor(build_services(settings, registry))

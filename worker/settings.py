@@ -1,0 +1,55 @@
+"""Worker settings: one object, built once at the edge (`create_app(settings)`), passed down."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
+
+from pipelines.registry import BUNDLED_PIPELINES
+from producers.settings import ProducerSettings
+
+
+class RetryOverride(BaseModel):
+    """Per-pipeline retry limits; unset fields fall back to the global ones."""
+
+    max_attempts: int | None = Field(default=None, ge=1)
+    base_delay: float | None = Field(default=None, ge=0)
+    max_delay: float | None = Field(default=None, ge=0)
+
+
+class WorkerSettings(ProducerSettings):
+    """Everything the worker reads from `TRIGGER_*` variables."""
+
+    pipelines: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(BUNDLED_PIPELINES),
+        description="Registered pipelines as `module:attribute`, comma-separated.",
+    )
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    concurrency: int = Field(default=1, ge=1, description="Pipeline runs in parallel per worker.")
+
+    max_attempts: int = Field(default=5, ge=1, description="Attempts before a transient failure is dead-lettered.")
+    retry_base_delay: float = Field(default=2.0, ge=0, description="First retry delay in seconds; doubles each attempt.")
+    retry_max_delay: float = Field(default=300.0, ge=0, description="Cap on one retry delay in seconds.")
+    retry_overrides: dict[str, RetryOverride] = Field(default_factory=dict, description="JSON: {pipeline: {max_attempts, base_delay, max_delay}}.")
+
+    dedup_window: int = Field(default=24 * 3600, gt=0, description="Seconds an idempotency key stays claimed.")
+    dead_letter_max_size: int = Field(default=10_000, gt=0)
+    dead_letter_max_age: int = Field(default=14 * 24 * 3600, gt=0, description="Seconds a dead letter is kept.")
+
+    lease_timeout: int = Field(default=60, ge=5, description="Seconds without a heartbeat before a running request is recovered.")
+    heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout.")
+
+    redact_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key", "authorization"],
+        description="Parameter names containing any of these are logged as '***'.",
+    )
+
+    @field_validator("pipelines", "redact_keys", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
