@@ -153,7 +153,8 @@ class Processor:
             owner = self._claim(request)
             if owner != request.request_id:
                 return self._duplicate(state, owner, attempt)
-            outcome = self._run(request, state, entry, plan, attempt)
+            state = self._start(request, state, entry, plan, attempt)
+            outcome = self.s.runner.run(entry, plan, state.run_name or "")
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, attempt, request=request)
         except PipelineRunFailed as exc:
@@ -197,9 +198,9 @@ class Processor:
         self.log.info("trigger.duplicate", duplicate_of=owner)
         return state
 
-    def _run(
+    def _start(
         self, request: TriggerRequest, state: RequestState, entry: RegisteredPipeline, plan: RunPlan, attempt: int
-    ) -> RunOutcome:
+    ) -> RequestState:
         run_name = f"{entry.name}-{request.request_id}-{attempt}"
         started = state.advance(
             Status.RUNNING, attempts=attempt, run_name=run_name, started_at=_now(), worker=HOST,
@@ -207,7 +208,7 @@ class Processor:
         )
         self.s.states.put(started)
         self.log.info("trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps)
-        return self.s.runner.run(entry, plan, run_name)
+        return started
 
     # -- outcomes ------------------------------------------------------------
 
