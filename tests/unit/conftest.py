@@ -1,0 +1,125 @@
+"""Fixtures for the fast unit tier: fakeredis instead of Redis, a scripted runner instead of ZenML runs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+# Test modules import ZenML at collection time, before any fixture runs: keep that import
+# away from the developer's own ZenML config and from analytics. Each test then gets its own
+# config path from the autouse fixture below.
+os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
+os.environ.setdefault("ZENML_CONFIG_PATH", tempfile.mkdtemp(prefix="zenml-unit-"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """No `TRIGGER_*` variable from the host leaks in; ZenML is told to stay local and quiet."""
+    for name in list(os.environ):
+        if name.startswith("TRIGGER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ZENML_ANALYTICS_OPT_IN", "false")
+    monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml"))
+
+
+@pytest.fixture
+def fake_redis() -> fakeredis.FakeRedis:
+    """A private in-memory Redis (each FakeRedis() has its own server)."""
+    return fakeredis.FakeRedis()
+
+
+class FakeRunner:
+    """Same interface as `worker.runner.ZenMLRunner`; each call pops the next scripted result.
+
+    A script item is a `RunOutcome` to return or an exception to raise; with no script
+    left, the run succeeds with `{"accuracy": 0.9}`.
+    """
+
+    def __init__(self, *script: Any) -> None:
+        self.script = list(script)
+        self.calls: list[tuple[str, Any, str]] = []
+        self.found: dict[str, Any] = {}
+        self.find_calls: list[str] = []
+
+    def run(self, entry: Any, plan: Any, run_name: str) -> Any:
+        from worker.runner import RunOutcome
+
+        self.calls.append((entry.name, plan, run_name))
+        result = self.script.pop(0) if self.script else None
+        if isinstance(result, BaseException):
+            raise result
+        return result or RunOutcome(
+            run_id=f"run-{len(self.calls)}", run_name=run_name, status="completed", metrics={"accuracy": 0.9}
+        )
+
+    def find(self, run_name: str, entry: Any) -> Any:
+        self.find_calls.append(run_name)
+        return self.found.get(run_name)
+
+
+@pytest.fixture(scope="session")
+def registry() -> Any:
+    """The bundled registry (the tutorial's training pipeline)."""
+    from pipelines.registry import PipelineRegistry
+
+    return PipelineRegistry.from_paths()
+
+
+@pytest.fixture
+def worker_settings() -> Any:
+    """Explicit worker settings with small, readable retry numbers."""
+    from worker.settings import WorkerSettings
+
+    return WorkerSettings(
+        redis_url="redis://unused.invalid:6379/0",
+        max_attempts=3,
+        retry_base_delay=4.0,
+        retry_max_delay=60.0,
+        dead_letter_max_size=100,
+    )
+
+
+@pytest.fixture
+def runner() -> FakeRunner:
+    return FakeRunner()
+
+
+@pytest.fixture
+def make_services(fake_redis: fakeredis.FakeRedis, registry: Any, worker_settings: Any) -> Callable[..., Any]:
+    """Build `worker.processing.Services` the way `worker.runtime.build_services` does, on fakeredis."""
+
+    def build(runner: Any, settings: Any = None, client: Any = None) -> Any:
+        from producers.state import StateStore
+        from worker.dead_letters import DeadLetterStore
+        from worker.idempotency import IdempotencyClaims
+        from worker.lease import Leases
+        from worker.processing import Services
+        from worker.schedule import RetrySchedule
+
+        settings = settings or worker_settings
+        client = client if client is not None else fake_redis
+        return Services(
+            settings=settings,
+            registry=registry,
+            states=StateStore(client, settings.state_ttl),
+            dead_letters=DeadLetterStore(client, settings.dead_letter_max_size, settings.dead_letter_max_age),
+            claims=IdempotencyClaims(client, settings.dedup_window),
+            leases=Leases(client, settings.lease_timeout, settings.heartbeat_interval),
+            schedule=RetrySchedule(client, settings.queue),
+            runner=runner,
+        )
+
+    return build
+
+
+@pytest.fixture
+def processor(make_services: Callable[..., Any], runner: FakeRunner) -> Iterator[Any]:
+    """A processor over fakeredis with the default `runner` fixture."""
+    from worker.processing import Processor
+
+    yield Processor(make_services(runner))
