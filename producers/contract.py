@@ -42,7 +42,7 @@ def utc_now() -> datetime:
 class StepOverride(BaseModel):
     """The configuration a request sets for one step: its parameters."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     parameters: dict[str, JsonValue] = Field(default_factory=dict)
 
@@ -50,7 +50,7 @@ class StepOverride(BaseModel):
 class TriggerRequest(BaseModel):
     """A request to run a registered pipeline, or a named template of one."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128, pattern=ID_PATTERN)
@@ -114,7 +114,7 @@ def decode_request(raw: bytes | str) -> TriggerRequest:
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         data = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedRequest(raw=raw, details=[Problem("", f"not valid UTF-8 JSON: {exc}")]) from None
     if not isinstance(data, dict):
         found = type(data).__name__
@@ -129,7 +129,7 @@ def peek_request_id(raw: bytes | str) -> str | None:
     """The `request_id` of a payload that failed to decode, when one can be read safely."""
     try:
         data = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     candidate = data.get("request_id") if isinstance(data, dict) else None
     if isinstance(candidate, str) and 0 < len(candidate) <= 128:

@@ -112,7 +112,7 @@ class Processor:
 
     def _reject_undecodable(self, delivery: Delivery, exc: InvalidRequest) -> RequestState:
         payload = delivery.payload()
-        request_id = peek_request_id(payload) or delivery.task_id or f"malformed-{uuid.uuid4().hex}"
+        request_id = self._undecodable_id(delivery, payload)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             state = self.s.states.get(request_id)
             if state is not None and state.status.terminal:
@@ -121,6 +121,12 @@ class Processor:
             self.log.info("trigger.received", attempt=1)
             state = state or RequestState(request_id=request_id, status=Status.QUEUED, source="unknown")
             return self._end(state, Status.REJECTED, exc, attempt=1, raw=payload)
+
+    def _undecodable_id(self, delivery: Delivery, payload: bytes | str) -> str:
+        """The id to record an unreadable message under: the producer's, else one the payload names."""
+        if delivery.task_id and self.s.states.get(delivery.task_id) is not None:
+            return delivery.task_id
+        return peek_request_id(payload) or delivery.task_id or f"malformed-{uuid.uuid4().hex}"
 
     # -- the request path --------------------------------------------------
 

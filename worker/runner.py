@@ -63,7 +63,12 @@ class ZenMLRunner:
 
     def run(self, entry: RegisteredPipeline, plan: RunPlan, run_name: str) -> RunOutcome:
         """Run and wait; raise `PipelineRunFailed` or a transient error on failure."""
-        configured = entry.pipeline.with_options(run_name=run_name, steps=plan.step_configuration())
+        options: dict[str, Any] = {"run_name": run_name, "steps": plan.step_configuration()}
+        if "execution_mode" not in entry.pipeline.configuration.model_fields_set:
+            # Fail fast so the failing step's own exception reaches `classify`, typed, instead of
+            # ZenML's generic "Pipeline run has failed" RuntimeError.
+            options["execution_mode"] = "fail_fast"
+        configured = entry.pipeline.with_options(**options)
         try:
             run = configured(**plan.parameters)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw

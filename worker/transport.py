@@ -20,6 +20,10 @@ from producers import keys
 from producers.envelope import CONTENT_TYPE, task_envelope
 
 
+TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding"})
+"""Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
+
+
 def envelope_problem(message: Any) -> str | None:
     """Why `message` is not a task message this worker can run, or None."""
     if not isinstance(message, dict):
@@ -29,6 +33,8 @@ def envelope_problem(message: Any) -> str | None:
         return "message has no 'headers'/'properties' objects; not a Celery task envelope"
     if message.get("content-type") != CONTENT_TYPE:
         return f"content type {message.get('content-type')!r} is not accepted (JSON only)"
+    if not isinstance(headers.get("id"), str) or not headers["id"]:
+        return "message headers lack a task 'id'"
     if headers.get("task") != keys.TASK_NAME:
         return f"unknown task {headers.get('task')!r}; this queue only takes {keys.TASK_NAME!r}"
     if not isinstance(properties.get("delivery_info"), dict) or "delivery_tag" not in properties:
@@ -41,11 +47,16 @@ def _body_problem(body: Any, encoding: Any) -> str | None:
         return "message body is not a string"
     try:
         raw = base64.b64decode(body, validate=True) if encoding == "base64" else body.encode()
-        args, kwargs, _embed = json.loads(raw)
-    except (ValueError, TypeError):
+        args, kwargs, embed = json.loads(raw)
+    except (ValueError, TypeError, RecursionError):
         return "message body is not a JSON [args, kwargs, embed] triple"
-    if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], str) and isinstance(kwargs, dict)):
+    if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], str)):
         return "task arguments must be exactly one request string"
+    if not isinstance(kwargs, dict) or not isinstance(embed, dict):
+        return "task kwargs and embed must be JSON objects"
+    unexpected = sorted(set(kwargs) - TASK_KWARGS)
+    if unexpected:
+        return f"unexpected task keyword arguments {unexpected}; allowed: {sorted(TASK_KWARGS)}"
     return None
 
 
@@ -64,7 +75,7 @@ def safe_loads(item: bytes | str, queue: str) -> dict[str, Any]:
     data = item if isinstance(item, bytes) else item.encode()
     try:
         message = json.loads(bytes_to_str(data))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return quarantine(data, queue, "message is not JSON")
     problem = envelope_problem(message)
     return message if problem is None else quarantine(data, queue, problem)

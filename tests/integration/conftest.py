@@ -78,6 +78,7 @@ class Stack:
     log_dir: Path
     env_overrides: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
 
     @property
     def settings(self) -> ProducerSettings:
@@ -100,6 +101,7 @@ class Stack:
             "TRIGGER_LOG_FORMAT": "json",
             "ZENML_CONFIG_PATH": str(self.zenml_path),
             "ZENML_ANALYTICS_OPT_IN": "false",
+            "ZENML_LOGGING_COLORS_DISABLED": "true",
             "PYTHONPATH": str(REPO),
             **self.env_overrides,
             **extra,
@@ -118,6 +120,7 @@ class Stack:
 
     def wait_ready(self, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
         probe = self.client.trigger("no_such_pipeline", source="readiness-probe")
+        self.probes.append(probe)
         state = self.wait(probe, timeout, process)
         assert state.status.terminal, f"worker not ready: {self.logs()}"
 

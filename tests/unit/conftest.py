@@ -10,11 +10,12 @@ from typing import Any
 import fakeredis
 import pytest
 
-# Test modules import ZenML at collection time, before any fixture runs: keep that import
-# away from the developer's own ZenML config and from analytics. Each test then gets its own
-# config path from the autouse fixture below.
+# Test modules import ZenML at collection time, before any fixture runs, and ZenML reads its
+# global configuration once per process: point that first import at a throwaway directory,
+# never at the developer's own ZenML config, and keep analytics off. Each test then also gets
+# its own config path from the autouse fixture below.
 os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
-os.environ.setdefault("ZENML_CONFIG_PATH", tempfile.mkdtemp(prefix="zenml-unit-"))
+os.environ["ZENML_CONFIG_PATH"] = tempfile.mkdtemp(prefix="zenml-unit-")
 
 
 @pytest.fixture(autouse=True)

@@ -197,3 +197,12 @@ class TestPeekRequestId:
     )
     def test_unreadable_or_unsafe_ids_give_none(self, raw: bytes) -> None:
         assert peek_request_id(raw) is None
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_non_finite_floats_do_not_silently_become_null(value: float) -> None:
+    try:
+        request = TriggerRequest(pipeline_name="p", parameters={"threshold": value})
+    except ValidationError:
+        return
+    assert decode_request(encode_request(request)).parameters["threshold"] is not None
