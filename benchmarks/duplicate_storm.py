@@ -98,7 +98,8 @@ def trigger_storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "first_request": {
             "status": first.status.value,
             "run_seconds": round((first.finished_at - first.started_at).total_seconds(), 2)
-            if first.finished_at and first.started_at else None,
+            if first.finished_at and first.started_at
+            else None,
             "error": first.error and first.error.message,
         },
         "duplicate_statuses": dict(Counter(s.status.value for s in duplicates)),
@@ -126,10 +127,19 @@ def noop_storm(args: argparse.Namespace, workdir: Path, client: redis.Redis) -> 
     send_s = time.perf_counter() - started
     queued = client.llen(args.noop_queue)
 
-    command = [venv_command("celery"), "-A", "benchmarks.noop_app", "worker", "--pool", "solo",
-               "--loglevel", CELERY_LOGLEVEL]
-    env = worker_env(BENCH_NOOP_BROKER_URL=args.redis_url, BENCH_NOOP_QUEUE=args.noop_queue,
-                     BENCH_NOOP_DONE_KEY=done_key)
+    command = [
+        venv_command("celery"),
+        "-A",
+        "benchmarks.noop_app",
+        "worker",
+        "--pool",
+        "solo",
+        "--loglevel",
+        CELERY_LOGLEVEL,
+    ]
+    env = worker_env(
+        BENCH_NOOP_BROKER_URL=args.redis_url, BENCH_NOOP_QUEUE=args.noop_queue, BENCH_NOOP_DONE_KEY=done_key
+    )
     deadline = time.monotonic() + args.timeout
     with WorkerProcess(command, env, workdir / "noop-worker.log") as worker:
         while client.llen(done_key) < args.count:
@@ -155,8 +165,12 @@ def main() -> None:
     client = dedicated_redis(args.redis_url)
     workdir = Path(tempfile.mkdtemp(prefix="bench-duplicate-storm-"))
     os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
-    output: dict[str, Any] = {"benchmark": "duplicate_storm", "redis_url": args.redis_url,
-                              "celery_loglevel": CELERY_LOGLEVEL, "step_parameters": QUICK_STEPS}
+    output: dict[str, Any] = {
+        "benchmark": "duplicate_storm",
+        "redis_url": args.redis_url,
+        "celery_loglevel": CELERY_LOGLEVEL,
+        "step_parameters": QUICK_STEPS,
+    }
     failed = False
     try:
         output["trigger"] = trigger_storm(args, workdir)

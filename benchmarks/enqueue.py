@@ -62,8 +62,11 @@ def parse_args() -> argparse.Namespace:
 def build_request(index: int) -> TriggerRequest:
     """What `trigger()` builds for the same arguments."""
     return TriggerRequest(
-        pipeline_name=PIPELINE, parameters=dict(PARAMETERS), steps=normalize_steps(STEPS),
-        idempotency_key=f"bench:{index}", source=SOURCE,
+        pipeline_name=PIPELINE,
+        parameters=dict(PARAMETERS),
+        steps=normalize_steps(STEPS),
+        idempotency_key=f"bench:{index}",
+        source=SOURCE,
     )
 
 
@@ -199,27 +202,33 @@ def main() -> None:
         }
         for mode in ("trigger", "send")
     }
-    print(json.dumps({
-        "benchmark": "enqueue",
-        "redis_url": args.redis_url,
-        "queue": args.queue,
-        "count_per_mode": args.count,
-        "warmup_per_mode": args.warmup,
-        "rounds": args.rounds,
-        "envelope_bytes": len(modes._envelope(sample)),
-        "queue_length_before_cleanup": queue_length,
-        "python": platform.python_version(),
-        "redis_py": redis.__version__,
-        "redis_server": raw.info("server").get("redis_version"),
-        "results": {mode: summaries[mode] for mode in ("trigger", "send", "raw_lpush")},
-        "ratios_producer_over_raw": ratios,
-        "target_ratio": TARGET_RATIO,
-        "within_target": {
-            mode: ratios[f"{mode}_vs_raw"]["p50"] <= TARGET_RATIO and ratios[f"{mode}_vs_raw"]["mean"] <= TARGET_RATIO
-            for mode in ("trigger", "send")
-        },
-        "send_breakdown": {mode: summaries[mode] for mode in ("send_cpu_only", "txn_set_lpush")},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "benchmark": "enqueue",
+                "redis_url": args.redis_url,
+                "queue": args.queue,
+                "count_per_mode": args.count,
+                "warmup_per_mode": args.warmup,
+                "rounds": args.rounds,
+                "envelope_bytes": len(modes._envelope(sample)),
+                "queue_length_before_cleanup": queue_length,
+                "python": platform.python_version(),
+                "redis_py": redis.__version__,
+                "redis_server": raw.info("server").get("redis_version"),
+                "results": {mode: summaries[mode] for mode in ("trigger", "send", "raw_lpush")},
+                "ratios_producer_over_raw": ratios,
+                "target_ratio": TARGET_RATIO,
+                "within_target": {
+                    mode: ratios[f"{mode}_vs_raw"]["p50"] <= TARGET_RATIO
+                    and ratios[f"{mode}_vs_raw"]["mean"] <= TARGET_RATIO
+                    for mode in ("trigger", "send")
+                },
+                "send_breakdown": {mode: summaries[mode] for mode in ("send_cpu_only", "txn_set_lpush")},
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

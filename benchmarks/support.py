@@ -75,8 +75,13 @@ def worker_env(**overrides: str) -> dict[str, str]:
 def trigger_worker_env(redis_url: str, queue: str, zenml_path: Path, **extra: str) -> dict[str, str]:
     """What `trigger worker` gets: its Redis and queue, a private ZenML store, JSON logs at WARNING."""
     return worker_env(
-        TRIGGER_REDIS_URL=redis_url, TRIGGER_QUEUE=queue, ZENML_ANALYTICS_OPT_IN="false",
-        ZENML_CONFIG_PATH=str(zenml_path), TRIGGER_LOG_FORMAT="json", TRIGGER_LOG_LEVEL="WARNING", **extra,
+        TRIGGER_REDIS_URL=redis_url,
+        TRIGGER_QUEUE=queue,
+        ZENML_ANALYTICS_OPT_IN="false",
+        ZENML_CONFIG_PATH=str(zenml_path),
+        TRIGGER_LOG_FORMAT="json",
+        TRIGGER_LOG_LEVEL="WARNING",
+        **extra,
     )
 
 
@@ -161,7 +166,10 @@ def enqueue_at_once(client: TriggerClient, requests: Iterable[TriggerRequest]) -
 
 
 def wait_terminal(
-    client: redis.Redis, request_ids: Sequence[str], timeout: float, worker: WorkerProcess | None = None,
+    client: redis.Redis,
+    request_ids: Sequence[str],
+    timeout: float,
+    worker: WorkerProcess | None = None,
     poll: float = 0.2,
 ) -> dict[str, RequestState]:
     """Poll (MGET, in chunks) until every request has a terminal state; return those states."""

@@ -149,8 +149,12 @@ def first_step_latency(client: TriggerClient, worker: WorkerProcess, args: argpa
             {k: round(v, 1) if isinstance(v, float) else v for k, v in timings(state).items()} for state in warmup
         ],
     }
-    for field in ("enqueue_to_first_step_ms", "enqueue_to_worker_start_ms", "worker_start_to_first_step_ms",
-                  "enqueue_to_terminal_ms"):
+    for field in (
+        "enqueue_to_first_step_ms",
+        "enqueue_to_worker_start_ms",
+        "worker_start_to_first_step_ms",
+        "enqueue_to_terminal_ms",
+    ):
         if good:
             result[field.removesuffix("_ms")] = describe_ms([row[field] for row in good])
     failures = [row for row in rows if "enqueue_to_first_step_ms" not in row]
@@ -171,8 +175,12 @@ def main() -> None:
     client = TriggerClient.from_settings(settings)
     command = [venv_command("trigger"), "worker", "--pool", "solo"]
     env = trigger_worker_env(args.redis_url, args.queue, zenml_path)
-    output: dict[str, Any] = {"benchmark": "worker_overhead", "redis_url": args.redis_url, "queue": args.queue,
-                              "worker_command": " ".join(["trigger", *command[1:]])}
+    output: dict[str, Any] = {
+        "benchmark": "worker_overhead",
+        "redis_url": args.redis_url,
+        "queue": args.queue,
+        "worker_command": " ".join(["trigger", *command[1:]]),
+    }
     failed = False
     try:
         with WorkerProcess(command, env, workdir / "worker.log") as worker:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional, Union
+from typing import Any, Literal, Union
 from urllib.parse import urlparse
 
 import numpy as np
@@ -14,11 +14,11 @@ from sklearn.model_selection import train_test_split
 from zenml import pipeline, step
 
 ModelType = Literal["random_forest", "gradient_boosting"]
-Model = Union[RandomForestClassifier, GradientBoostingClassifier]
+Model = Union[RandomForestClassifier, GradientBoostingClassifier]  # noqa: UP007 - ZenML resolves typing.Union outputs
 DEFAULT_DATA_URL = "s3://example-bucket/data.csv"
 
 
-def local_csv_path(data_url: str) -> Optional[Path]:
+def local_csv_path(data_url: str) -> Path | None:
     """The local file a `data_url` names, or None when it is remote (then simulated)."""
     parsed = urlparse(data_url)
     if parsed.scheme == "file":
@@ -54,46 +54,38 @@ def load_data(data_url: str, n_samples: int = 1000, seed: int = 42) -> pd.DataFr
 
 
 @step
-def preprocess(data: pd.DataFrame, test_size: float = 0.2) -> Dict[str, Any]:
+def preprocess(data: pd.DataFrame, test_size: float = 0.2) -> dict[str, Any]:
     """Split data into train and test sets."""
     features = data.drop(columns="target")
-    x_train, x_test, y_train, y_test = train_test_split(
-        features, data["target"], test_size=test_size, random_state=42
-    )
+    x_train, x_test, y_train, y_test = train_test_split(features, data["target"], test_size=test_size, random_state=42)
     return {"X_train": x_train, "X_test": x_test, "y_train": y_train, "y_test": y_test}
 
 
 @step
 def train_model(
-    datasets: Dict[str, Any],
+    datasets: dict[str, Any],
     model_type: ModelType = "random_forest",
     n_estimators: int = 100,
     random_state: int = 42,
 ) -> Model:
     """Train the chosen scikit-learn classifier."""
     if model_type == "random_forest":
-        model: Model = RandomForestClassifier(
-            n_estimators=n_estimators, random_state=random_state
-        )
+        model: Model = RandomForestClassifier(n_estimators=n_estimators, random_state=random_state)
     else:
-        model = GradientBoostingClassifier(
-            n_estimators=n_estimators, random_state=random_state
-        )
+        model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=random_state)
     model.fit(datasets["X_train"], datasets["y_train"])
     return model
 
 
 @step
-def evaluate(datasets: Dict[str, Any], model: Model) -> Dict[str, float]:
+def evaluate(datasets: dict[str, Any], model: Model) -> dict[str, float]:
     """Score the model on the held-out split; the worker records this as the run's metrics."""
     predictions = model.predict(datasets["X_test"])
     return {"accuracy": float(accuracy_score(datasets["y_test"], predictions))}
 
 
 @pipeline(enable_cache=False)
-def training_pipeline(
-    data_url: str = DEFAULT_DATA_URL, model_type: ModelType = "random_forest"
-) -> None:
+def training_pipeline(data_url: str = DEFAULT_DATA_URL, model_type: ModelType = "random_forest") -> None:
     """A configurable training pipeline that external systems trigger."""
     data = load_data(data_url)
     datasets = preprocess(data)

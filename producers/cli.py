@@ -12,10 +12,9 @@ from typing import Any
 
 import click
 import redis
-
-from producers.client import TriggerClient
 from pydantic import ValidationError
 
+from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
 from producers.errors import TriggerError
 from producers.settings import ProducerSettings
@@ -86,24 +85,32 @@ def parse_step_assignments(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         dotted, value = parse_assignment(item, "-s")
         step, dot, key = dotted.partition(".")
         if not dot or not step or not key:
-            raise click.UsageError(f"-s {item!r}: expected STEP.KEY=VALUE, e.g. train_model.model_type=gradient_boosting")
+            raise click.UsageError(
+                f"-s {item!r}: expected STEP.KEY=VALUE, e.g. train_model.model_type=gradient_boosting"
+            )
         steps.setdefault(step, {})[key] = value
     return steps
 
 
 def build_request(
-    pipeline: str | None, params: tuple[str, ...], step_params: tuple[str, ...], template: str | None,
-    idempotency_key: str | None, source: str,
+    pipeline: str | None,
+    params: tuple[str, ...],
+    step_params: tuple[str, ...],
+    template: str | None,
+    idempotency_key: str | None,
+    source: str,
 ) -> TriggerRequest:
     """The request `trigger send` enqueues, validated as the wire contract."""
     if (pipeline is None) == (template is None):
         raise click.UsageError("give a PIPELINE or --template NAME (exactly one)")
     try:
         return TriggerRequest(
-            pipeline_name=pipeline, template=template,
+            pipeline_name=pipeline,
+            template=template,
             parameters=dict(parse_assignment(p, "-p") for p in params),
             steps=normalize_steps(parse_step_assignments(step_params)),
-            idempotency_key=idempotency_key, source=source,
+            idempotency_key=idempotency_key,
+            source=source,
         )
     except ValidationError as exc:
         raise click.UsageError("; ".join(str(p) for p in problems_from_validation(exc))) from None
@@ -121,9 +128,14 @@ def print_state(state: RequestState, as_json: bool) -> None:
 
 def _readable_fields(state: RequestState) -> list[tuple[str, Any]]:
     fields = [
-        ("pipeline", state.pipeline_name), ("template", state.template), ("attempts", state.attempts),
-        ("run_id", state.run_id), ("metrics", state.metrics), ("duplicate_of", state.duplicate_of),
-        ("replay_of", state.replay_of), ("replayed_as", ", ".join(state.replayed_as) or None),
+        ("pipeline", state.pipeline_name),
+        ("template", state.template),
+        ("attempts", state.attempts),
+        ("run_id", state.run_id),
+        ("metrics", state.metrics),
+        ("duplicate_of", state.duplicate_of),
+        ("replay_of", state.replay_of),
+        ("replayed_as", ", ".join(state.replayed_as) or None),
         ("next_attempt_at", state.next_attempt_at),
     ]
     if state.error:
@@ -146,8 +158,13 @@ def cli() -> None:
 @click.option("--source", default="cli", show_default=True, help="Who is sending.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def send(
-    pipeline: str | None, params: tuple[str, ...], step_params: tuple[str, ...], template: str | None,
-    idempotency_key: str | None, source: str, as_json: bool,
+    pipeline: str | None,
+    params: tuple[str, ...],
+    step_params: tuple[str, ...],
+    template: str | None,
+    idempotency_key: str | None,
+    source: str,
+    as_json: bool,
 ) -> None:
     """Enqueue a trigger request and print its id."""
     request = build_request(pipeline, params, step_params, template, idempotency_key, source)

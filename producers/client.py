@@ -125,6 +125,5 @@ class TriggerClient:
         where = redacted_url(self.settings.redis_url)
         timeout = self.settings.enqueue_timeout
         return EnqueueError(
-            f"could not enqueue request {request_id} onto {where} within {timeout:g}s: "
-            f"{type(exc).__name__}: {exc}"
+            f"could not enqueue request {request_id} onto {where} within {timeout:g}s: {type(exc).__name__}: {exc}"
         )

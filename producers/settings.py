@@ -19,7 +19,9 @@ class ProducerSettings(BaseSettings):
     queue: str = Field(default=keys.DEFAULT_QUEUE, description="Celery queue the requests go onto.")
     enqueue_timeout: float = Field(default=0.5, gt=0, description="Seconds an enqueue may take before it fails.")
     connect_timeout: float = Field(default=0.5, gt=0, description="Seconds to wait for a TCP connection to Redis.")
-    state_ttl: int = Field(default=7 * 24 * 3600, gt=0, description="Seconds a request's state is kept after its last change.")
+    state_ttl: int = Field(
+        default=7 * 24 * 3600, gt=0, description="Seconds a request's state is kept after its last change."
+    )
     max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="Largest encoded request accepted.")
 
 

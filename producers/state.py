@@ -34,9 +34,7 @@ class Status(str, Enum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED}
-)
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED})
 
 
 class ErrorInfo(BaseModel):

@@ -70,4 +70,4 @@ def _connect_signals() -> None:
     _SIGNALS_CONNECTED = True
 
 
-__all__ = ["create_app", "celery_config", "keys"]
+__all__ = ["celery_config", "create_app", "keys"]

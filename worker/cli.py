@@ -92,8 +92,10 @@ def dlq_list(limit: int, as_json: bool) -> None:
         return
     for letter in letters:
         replayed = f"  replayed as {', '.join(letter.replayed_as)}" if letter.replayed_as else ""
-        click.echo(f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}  {letter.request_id}  {letter.status:<13} "
-                   f"{letter.pipeline_name or letter.template or '-'}  {letter.error.type}: {letter.reason[:80]}{replayed}")
+        click.echo(
+            f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}  {letter.request_id}  {letter.status:<13} "
+            f"{letter.pipeline_name or letter.template or '-'}  {letter.error.type}: {letter.reason[:80]}{replayed}"
+        )
 
 
 def _require(store: DeadLetterStore, request_id: str) -> DeadLetter:
@@ -123,7 +125,11 @@ def dlq_replay(request_id: str | None, replay_everything: bool) -> None:
     if bool(request_id) == replay_everything:
         raise click.UsageError("give a REQUEST_ID or --all (exactly one)")
     client, store = _store(WorkerSettings())
-    pairs = replay_all(client, store) if replay_everything else [(request_id, replay(_require(store, request_id), client, store))]
+    pairs = (
+        replay_all(client, store)
+        if replay_everything
+        else [(request_id, replay(_require(store, request_id), client, store))]
+    )
     for old, new in pairs:
         click.echo(f"{old} -> {new}")
 

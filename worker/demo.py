@@ -70,8 +70,13 @@ def demo_redis(url: str) -> Iterator[str]:
 @contextmanager
 def running_worker(url: str, log_path: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery -A worker worker` process against `url`."""
-    env = {**os.environ, "TRIGGER_REDIS_URL": url, "TRIGGER_QUEUE": DEMO_QUEUE, "ZENML_ANALYTICS_OPT_IN": "false",
-           "TRIGGER_LOG_FORMAT": "json"}
+    env = {
+        **os.environ,
+        "TRIGGER_REDIS_URL": url,
+        "TRIGGER_QUEUE": DEMO_QUEUE,
+        "ZENML_ANALYTICS_OPT_IN": "false",
+        "TRIGGER_LOG_FORMAT": "json",
+    }
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo", "--loglevel", "WARNING"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -91,8 +96,13 @@ def demo_requests(run_tag: str) -> list[tuple[str, dict[str, Any]]]:
     return [
         ("default run", {"idempotency_key": key}),
         ("override: gradient boosting", {"steps": {"train_model": {"model_type": "gradient_boosting"}}}),
-        ("invalid request", {"parameters": {"model_type": "linear_regression"},
-                             "steps": {"train_model": {"datasets": "s3://x"}, "tune_model": {"trials": 3}}}),
+        (
+            "invalid request",
+            {
+                "parameters": {"model_type": "linear_regression"},
+                "steps": {"train_model": {"datasets": "s3://x"}, "tune_model": {"trials": 3}},
+            },
+        ),
         ("duplicate of the default run", {"idempotency_key": key}),
     ]
 
@@ -121,8 +131,10 @@ def demo(timeout: float) -> None:
     with demo_redis(settings.redis_url) as url, running_worker(url, log_path) as worker:
         click.echo(f"Started a worker (pid {worker.pid}); its log: {log_path}")
         client = TriggerClient.from_settings(ProducerSettings(redis_url=url, queue=DEMO_QUEUE, enqueue_timeout=2))
-        sent = [(label, client.trigger("training_pipeline", source="demo", **kw))
-                for label, kw in demo_requests(uuid.uuid4().hex[:8])]
+        sent = [
+            (label, client.trigger("training_pipeline", source="demo", **kw))
+            for label, kw in demo_requests(uuid.uuid4().hex[:8])
+        ]
         for label, request_id in sent:
             click.echo(f"  sent {label}: {request_id}")
         click.echo("Waiting for outcomes (the first run also creates the local ZenML store)...")

@@ -15,18 +15,18 @@ from producers.errors import (
 __all__ = [
     "InvalidParameters",
     "InvalidRequest",
+    "LockedOverride",
     "MalformedRequest",
     "PayloadTooLarge",
     "PermanentError",
     "PipelineRunFailed",
     "Problem",
+    "RunSubmissionFailed",
     "StoreUnavailable",
     "TransientError",
     "TriggerError",
     "UnknownPipeline",
     "UnknownTemplate",
-    "RunSubmissionFailed",
-    "LockedOverride",
 ]
 
 

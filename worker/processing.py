@@ -167,7 +167,7 @@ class Processor:
             return self._end(state, Status.FAILED, exc, attempt, request=request, run_id=exc.run_id)
         except TransientError as exc:
             return self._retry_or_give_up(request, state, exc, attempt)
-        except Exception as exc:  # noqa: BLE001 - a bug must dead-letter the request, not lose it
+        except Exception as exc:
             self.log.exception("trigger.internal_error")
             error = InternalError(f"{type(exc).__name__}: {exc}")
             return self._end(state, Status.DEAD_LETTERED, error, attempt, request=request)
@@ -209,11 +209,18 @@ class Processor:
     ) -> RequestState:
         run_name = f"{entry.name}-{request.request_id}-{attempt}"
         started = state.advance(
-            Status.RUNNING, attempts=attempt, run_name=run_name, started_at=_now(), worker=HOST,
-            error=None, next_attempt_at=None,
+            Status.RUNNING,
+            attempts=attempt,
+            run_name=run_name,
+            started_at=_now(),
+            worker=HOST,
+            error=None,
+            next_attempt_at=None,
         )
         self.s.states.put(started)
-        self.log.info("trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps)
+        self.log.info(
+            "trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps
+        )
         return started
 
     # -- outcomes ------------------------------------------------------------
@@ -223,8 +230,13 @@ class Processor:
             error = PipelineRunFailed(f"run {outcome.run_name} ended {outcome.status}", run_id=outcome.run_id)
             return self._end(state, Status.FAILED, error, attempt, run_id=outcome.run_id)
         state = state.advance(
-            Status.SUCCEEDED, attempts=max(attempt, 1), run_id=outcome.run_id, run_name=outcome.run_name,
-            metrics=outcome.metrics, error=None, worker=HOST,
+            Status.SUCCEEDED,
+            attempts=max(attempt, 1),
+            run_id=outcome.run_id,
+            run_name=outcome.run_name,
+            metrics=outcome.metrics,
+            error=None,
+            worker=HOST,
         )
         self.s.states.put(state)
         self.log.info("trigger.succeeded", run_id=outcome.run_id, metrics=outcome.metrics, duration_s=_duration(state))
@@ -238,11 +250,17 @@ class Processor:
             return self._end(state, Status.DEAD_LETTERED, exc, attempt, request=request)
         due = time.time() + delay
         state = state.advance(
-            Status.RETRYING, attempts=attempt, error=ErrorInfo(**exc.as_dict()),
+            Status.RETRYING,
+            attempts=attempt,
+            error=ErrorInfo(**exc.as_dict()),
             next_attempt_at=datetime.fromtimestamp(due, timezone.utc),
         )
         envelope = task_envelope(
-            keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, {"attempt": attempt + 1}
+            keys.TASK_NAME,
+            request.request_id,
+            [encode_request(request)],
+            self.s.settings.queue,
+            {"attempt": attempt + 1},
         )
         pipe = self.s.states.client.pipeline(transaction=True)
         self.s.states.put(state, pipe)
@@ -263,25 +281,46 @@ class Processor:
     ) -> RequestState:
         """Record a non-successful terminal state, dead-letter it, free its idempotency key."""
         state = state.advance(
-            status, attempts=attempt, error=ErrorInfo(**exc.as_dict()), run_id=run_id or state.run_id,
-            worker=HOST, next_attempt_at=None,
+            status,
+            attempts=attempt,
+            error=ErrorInfo(**exc.as_dict()),
+            run_id=run_id or state.run_id,
+            worker=HOST,
+            next_attempt_at=None,
         )
         raw_payload = raw if raw is not None else (encode_request(request) if request else "")
         self.s.states.put(state)
         self.s.dead_letters.add(_letter(state, exc, raw_payload))
         if request is not None and request.idempotency_key and status is not Status.DUPLICATE:
             self.s.claims.release(request.idempotency_key, request.request_id)
-        event = {Status.REJECTED: "trigger.rejected", Status.FAILED: "trigger.failed"}.get(status, "trigger.dead_lettered")
-        self.log.warning(event, error_type=type(exc).__name__, error=exc.message, details=state.error.details if state.error else [], attempt=attempt, run_id=state.run_id)
+        event = {Status.REJECTED: "trigger.rejected", Status.FAILED: "trigger.failed"}.get(
+            status, "trigger.dead_lettered"
+        )
+        self.log.warning(
+            event,
+            error_type=type(exc).__name__,
+            error=exc.message,
+            details=state.error.details if state.error else [],
+            attempt=attempt,
+            run_id=state.run_id,
+        )
         return state
 
 
 def _letter(state: RequestState, exc: Any, raw: bytes | str) -> DeadLetter:
     text, encoding = DeadLetter.encode_raw(raw)
     return DeadLetter(
-        request_id=state.request_id, status=state.status.value, reason=exc.message,
-        error=ErrorInfo(**exc.as_dict()), attempts=state.attempts, raw_payload=text, raw_encoding=encoding,
-        pipeline_name=state.pipeline_name, template=state.template, source=state.source, run_id=state.run_id,
+        request_id=state.request_id,
+        status=state.status.value,
+        reason=exc.message,
+        error=ErrorInfo(**exc.as_dict()),
+        attempts=state.attempts,
+        raw_payload=text,
+        raw_encoding=encoding,
+        pipeline_name=state.pipeline_name,
+        template=state.template,
+        source=state.source,
+        run_id=state.run_id,
         created_at=state.created_at,
     )
 

@@ -21,7 +21,9 @@ def replay(letter: DeadLetter, client: TriggerClient, store: DeadLetterStore) ->
         new_id = _replay_raw(letter, client)
     else:
         new_id = client.send(
-            original.model_copy(update={"request_id": new_request_id(), "replay_of": letter.request_id, "created_at": utc_now()})
+            original.model_copy(
+                update={"request_id": new_request_id(), "replay_of": letter.request_id, "created_at": utc_now()}
+            )
         )
     _link(letter, new_id, client, store)
     return new_id
@@ -50,4 +52,6 @@ def _link(letter: DeadLetter, new_id: str, client: TriggerClient, store: DeadLet
 
 def replay_all(client: TriggerClient, store: DeadLetterStore, limit: int = 10_000) -> list[tuple[str, str]]:
     """Replay every letter not replayed yet; return (old id, new id) pairs."""
-    return [(letter.request_id, replay(letter, client, store)) for letter in store.list(limit) if not letter.replayed_as]
+    return [
+        (letter.request_id, replay(letter, client, store)) for letter in store.list(limit) if not letter.replayed_as
+    ]

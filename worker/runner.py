@@ -71,7 +71,7 @@ class ZenMLRunner:
         configured = entry.pipeline.with_options(**options)
         try:
             run = configured(**plan.parameters)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
+        except Exception as exc:
             raise classify(exc, run_name, self._run_id(run_name)) from exc
         outcome = self._outcome(run, entry)
         if not outcome.succeeded:
@@ -98,7 +98,9 @@ class ZenMLRunner:
 
     def _outcome(self, run: Any, entry: RegisteredPipeline) -> RunOutcome:
         status = getattr(run.status, "value", str(run.status))
-        return RunOutcome(run_id=str(run.id), run_name=run.name, status=status, metrics=_metrics(run, entry.metrics_step))
+        return RunOutcome(
+            run_id=str(run.id), run_name=run.name, status=status, metrics=_metrics(run, entry.metrics_step)
+        )
 
 
 def _metrics(run: Any, step_name: str) -> dict[str, Any] | None:

@@ -31,19 +31,37 @@ class WorkerSettings(ProducerSettings):
     concurrency: int = Field(default=1, ge=1, description="Pipeline runs in parallel per worker.")
 
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a transient failure is dead-lettered.")
-    retry_base_delay: float = Field(default=2.0, ge=0, description="First retry delay in seconds; doubles each attempt.")
+    retry_base_delay: float = Field(
+        default=2.0, ge=0, description="First retry delay in seconds; doubles each attempt."
+    )
     retry_max_delay: float = Field(default=300.0, ge=0, description="Cap on one retry delay in seconds.")
-    retry_overrides: dict[str, RetryOverride] = Field(default_factory=dict, description="JSON: {pipeline: {max_attempts, base_delay, max_delay}}.")
+    retry_overrides: dict[str, RetryOverride] = Field(
+        default_factory=dict, description="JSON: {pipeline: {max_attempts, base_delay, max_delay}}."
+    )
 
     dedup_window: int = Field(default=24 * 3600, gt=0, description="Seconds an idempotency key stays claimed.")
     dead_letter_max_size: int = Field(default=10_000, gt=0)
     dead_letter_max_age: int = Field(default=14 * 24 * 3600, gt=0, description="Seconds a dead letter is kept.")
 
-    lease_timeout: int = Field(default=60, ge=5, description="Seconds without a heartbeat before a running request is recovered.")
-    heartbeat_interval: float = Field(default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout.")
+    lease_timeout: int = Field(
+        default=60, ge=5, description="Seconds without a heartbeat before a running request is recovered."
+    )
+    heartbeat_interval: float = Field(
+        default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout."
+    )
 
     redact_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key", "authorization"],
+        default_factory=lambda: [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "api_key",
+            "apikey",
+            "credential",
+            "private_key",
+            "authorization",
+        ],
         description="Parameter names containing any of these are logged as '***'.",
     )
 

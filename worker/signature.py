@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import inspect
 import typing
-from unittest import mock
 from dataclasses import dataclass, field
 from typing import Any
+from unittest import mock
 
 MARKER_PREFIX = "\x00zenml-trigger-parameter:"
 
@@ -50,9 +50,7 @@ class StepSpec:
     def configurable(self) -> dict[str, ParameterSpec]:
         """Parameters a request may set on this step (directly, or through the pipeline argument feeding it)."""
         return {
-            name: spec
-            for name, spec in self.parameters.items()
-            if name not in self.derived and name not in self.fixed
+            name: spec for name, spec in self.parameters.items() if name not in self.derived and name not in self.fixed
         }
 
     def describe(self) -> dict[str, Any]:
@@ -170,7 +168,11 @@ def _compile_with_defaults(pipeline: Any, parameters: dict[str, ParameterSpec]) 
 def _step_spec(invocation_id: str, invocation: Any) -> StepSpec:
     parameters = function_parameters(invocation.step.entrypoint)
     artifacts = {name: _producer(value) for name, value in invocation.input_artifacts.items()}
-    for name in (*invocation.external_artifacts, *invocation.model_artifacts_or_metadata, *invocation.client_lazy_loaders):
+    for name in (
+        *invocation.external_artifacts,
+        *invocation.model_artifacts_or_metadata,
+        *invocation.client_lazy_loaders,
+    ):
         artifacts[name] = "external"
     fed_by, derived, fixed = {}, set(), set()
     for name, value in invocation.parameters.items():
@@ -198,7 +200,7 @@ def _producer(value: Any) -> str:
 
 def _marker_name(value: Any) -> str | None:
     if isinstance(value, str) and value.startswith(MARKER_PREFIX):
-        return value[len(MARKER_PREFIX):]
+        return value[len(MARKER_PREFIX) :]
     return None
 
 

@@ -24,7 +24,9 @@ def register(app: Celery) -> None:
     """Register the trigger task on `app`."""
     global _app
     _app = app
-    app.task(name=keys.TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_trigger)
+    app.task(name=keys.TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
+        run_trigger
+    )
 
 
 def run_trigger(
@@ -33,8 +35,12 @@ def run_trigger(
     """Handle one trigger request; Redis trouble requeues it, nothing else escapes."""
     properties = task.request.properties or {}
     delivery = Delivery(
-        raw=raw, task_id=task.request.id, delivery_tag=properties.get("delivery_tag"),
-        attempt=attempt, quarantine=quarantine, raw_encoding=raw_encoding,
+        raw=raw,
+        task_id=task.request.id,
+        delivery_tag=properties.get("delivery_tag"),
+        attempt=attempt,
+        quarantine=quarantine,
+        raw_encoding=raw_encoding,
     )
     try:
         return processor_for(task.app).handle(delivery).status.value

@@ -19,7 +19,6 @@ from kombu.utils.encoding import bytes_to_str
 from producers import keys
 from producers.envelope import CONTENT_TYPE, task_envelope
 
-
 TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding"})
 """Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
 

@@ -135,33 +135,36 @@ class Validator:
         if others:
             also = ", ".join(others)
             self.problems.append(
-                Problem(path, f"is passed from pipeline parameter {source!r}, which also feeds {also}; "
-                              f"set parameters.{source} instead")
+                Problem(
+                    path,
+                    f"is passed from pipeline parameter {source!r}, which also feeds {also}; "
+                    f"set parameters.{source} instead",
+                )
             )
             return
         previous = self.mapped.get(source)
         if previous is not None and previous[1] != value:
-            self.problems.append(Problem(path, f"conflicts with {previous[0]} (both set pipeline parameter {source!r})"))
+            self.problems.append(
+                Problem(path, f"conflicts with {previous[0]} (both set pipeline parameter {source!r})")
+            )
             return
         self.mapped[source] = (path, value)
 
     def _apply_mapped(self) -> None:
         for source, (path, value) in self.mapped.items():
             if source in self.parameters and self.parameters[source] != value:
-                self.problems.append(
-                    Problem(path, f"conflicts with parameters.{source}={self.parameters[source]!r}")
-                )
+                self.problems.append(Problem(path, f"conflicts with parameters.{source}={self.parameters[source]!r}"))
             else:
                 self.parameters[source] = value
 
     def _check_required(self) -> None:
         for name, spec in self.signature.parameters.items():
             if spec.required and name not in self.parameters:
-                self.problems.append(Problem(f"parameters.{name}", f"is required ({spec.type_name}) and has no default"))
+                self.problems.append(
+                    Problem(f"parameters.{name}", f"is required ({spec.type_name}) and has no default")
+                )
 
 
-def plan_run(
-    signature: PipelineSignature, parameters: dict[str, Any], steps: dict[str, dict[str, Any]]
-) -> RunPlan:
+def plan_run(signature: PipelineSignature, parameters: dict[str, Any], steps: dict[str, dict[str, Any]]) -> RunPlan:
     """Validate and map a request's parameters into a `RunPlan`."""
     return Validator(signature).plan(parameters, steps)

@@ -109,9 +109,21 @@ class Stack:
 
     def start_worker(self, name: str = "w1", wait: bool = True, **extra: str) -> subprocess.Popen[bytes]:
         """A real `celery -A worker worker` process; waits until it has processed a probe request."""
-        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "solo",
-                   "--loglevel", "INFO", "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"]
+        log = open(self.log_dir / f"{name}.log", "ab")
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"{name}-{uuid.uuid4().hex[:6]}@%h",
+        ]
         process = subprocess.Popen(command, cwd=REPO, env=self.env(**extra), stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(process)
         if wait:

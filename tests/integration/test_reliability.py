@@ -120,18 +120,31 @@ def test_dead_letter_replay_links_both_ways_and_rejects_again(stack: Stack) -> N
     assert stack.wait(bad).status is Status.REJECTED
     env = stack.env()
 
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "dlq", "replay", bad], cwd=REPO, env=env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dlq", "replay", bad],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     new_id = out.strip().split(" -> ")[1]
     replayed = stack.wait(new_id)
 
     assert replayed.status is Status.REJECTED and replayed.replay_of == bad
     assert stack.client.status(bad).replayed_as == [new_id]
-    listed = subprocess.run([sys.executable, "-m", "producers.cli", "dlq", "list", "--json"], cwd=REPO, env=env,
-                            capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dlq", "list", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert {bad, new_id} <= {letter["request_id"] for letter in json.loads(listed)}
-    purge = subprocess.run([sys.executable, "-m", "producers.cli", "dlq", "purge"], cwd=REPO, env=env,
-                           capture_output=True, text=True)
+    purge = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dlq", "purge"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     assert purge.returncode != 0 and "--yes" in purge.stderr
     subprocess.run([sys.executable, "-m", "producers.cli", "dlq", "purge", "--yes"], cwd=REPO, env=env, check=True)
     assert stack.redis.zcard(keys.DEAD_LETTERS_KEY) == 0
@@ -165,9 +178,23 @@ def _start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     assert binary, "redis-server is needed for the restart test"
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir), "--appendonly", "yes",
-         "--appendfsync", "always", "--save", ""],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
     assert _wait_for(lambda: _pings(client), timeout=10)

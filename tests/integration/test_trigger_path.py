@@ -47,19 +47,46 @@ def test_cli_send_and_status_json(stack: Stack) -> None:
     stack.start_worker()
     env = stack.env()
     sent = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "send", "training_pipeline", "-s", "train_model.n_estimators=10",
-         "--idempotency-key", "cli-test", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "send",
+            "training_pipeline",
+            "-s",
+            "train_model.n_estimators=10",
+            "--idempotency-key",
+            "cli-test",
+            "--json",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     request_id = json.loads(sent.stdout)["request_id"]
     shown = subprocess.run(
         [sys.executable, "-m", "producers.cli", "status", request_id, "--wait", "120", "--json"],
-        cwd=REPO, env=env, capture_output=True, text=True, check=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     status = json.loads(shown.stdout)
     assert status["status"] == "succeeded", stack.logs()
-    for field in ("request_id", "pipeline_name", "template", "attempts", "run_id", "metrics", "error",
-                  "created_at", "updated_at"):
+    for field in (
+        "request_id",
+        "pipeline_name",
+        "template",
+        "attempts",
+        "run_id",
+        "metrics",
+        "error",
+        "created_at",
+        "updated_at",
+    ):
         assert field in status
     assert status["pipeline_name"] == "training_pipeline" and 0 <= status["metrics"]["accuracy"] <= 1
 
@@ -83,8 +110,9 @@ def test_every_invalid_kind_is_rejected_with_its_path_and_never_runs(stack: Stac
     raw_cases = {
         "": "this is not json",
         "pipline_name": json.dumps({"request_id": "not-a-request-1", "pipline_name": "typo"}),
-        "large": json.dumps({"request_id": "too-large-1", "pipeline_name": "training_pipeline",
-                             "metadata": {"blob": "x" * 10_000}}),
+        "large": json.dumps(
+            {"request_id": "too-large-1", "pipeline_name": "training_pipeline", "metadata": {"blob": "x" * 10_000}}
+        ),
     }
     for index, (path, body) in enumerate(raw_cases.items()):
         task_id = f"raw-{index}"
@@ -108,8 +136,12 @@ def test_garbage_on_the_queue_does_not_stop_the_worker(stack: Stack) -> None:
     worker = stack.start_worker()
     stack.redis.lpush(stack.queue, b"\xff\xfe not utf-8 at all")
     stack.redis.lpush(stack.queue, b'{"body": 1}')
-    stack.redis.lpush(stack.queue, json.dumps({"content-type": "application/x-python-serialize", "headers": {},
-                                               "properties": {}, "body": "gASVAAAAAA=="}))
+    stack.redis.lpush(
+        stack.queue,
+        json.dumps(
+            {"content-type": "application/x-python-serialize", "headers": {}, "properties": {}, "body": "gASVAAAAAA=="}
+        ),
+    )
     request_id = stack.client.trigger("training_pipeline", steps={"train_model": {"n_estimators": 5}})
 
     state = stack.wait(request_id, process=worker)
