@@ -135,13 +135,9 @@ class Processor:
         attempt = state.attempts + 1
         self.log.info("trigger.received", attempt=attempt, replay_of=request.replay_of)
         reason = self._skip_reason(state, delivery)
-        if reason is None and not self.s.leases.acquire(request.request_id):
-            reason = "another live worker holds its lease"
         if reason is not None:
-            self.log.info("trigger.skipped", reason=reason, status=state.status.value)
-            return state
-        with self.s.leases.held(request.request_id, delivery.delivery_tag):
-            return self._process(request, state, attempt)
+            return self._skip(state, reason)
+        return self._process(request, state, attempt, delivery)
 
     def _skip_reason(self, state: RequestState, delivery: Delivery) -> str | None:
         if state.status.terminal:
@@ -150,28 +146,35 @@ class Processor:
             return "stale copy; its retry is scheduled"
         return None
 
-    def _process(self, request: TriggerRequest, state: RequestState, attempt: int) -> RequestState:
+    def _skip(self, state: RequestState, reason: str) -> RequestState:
+        self.log.info("trigger.skipped", reason=reason, status=state.status.value)
+        return state
+
+    def _process(self, request: TriggerRequest, state: RequestState, attempt: int, delivery: Delivery) -> RequestState:
+        """Validate (no lease needed), then claim, run and record under this worker's lease."""
         try:
             entry, plan = self._resolve(request)
-            earlier = self._earlier_outcome(entry, state)
-            if earlier is not None:
-                return self._record_outcome(state, earlier, attempt - 1)
-            owner = self._claim(request)
-            if owner != request.request_id:
-                return self._duplicate(state, owner, attempt)
-            state = self._start(request, state, entry, plan, attempt)
-            outcome = self.s.runner.run(entry, plan, state.run_name or "")
+            if not self.s.leases.acquire(request.request_id):
+                return self._skip(state, "another live worker holds its lease")
+            with self.s.leases.held(request.request_id, delivery.delivery_tag):
+                earlier = self._earlier_outcome(entry, state)
+                if earlier is not None:
+                    return self._record_outcome(state, earlier, attempt - 1)
+                owner = self._claim(request)
+                if owner != request.request_id:
+                    return self._duplicate(state, owner, attempt)
+                state = self._start(request, state, entry, plan, attempt)
+                return self._record_outcome(state, self.s.runner.run(entry, plan, state.run_name or ""), attempt)
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, attempt, request=request)
         except PipelineRunFailed as exc:
             return self._end(state, Status.FAILED, exc, attempt, request=request, run_id=exc.run_id)
         except TransientError as exc:
             return self._retry_or_give_up(request, state, exc, attempt)
-        except Exception as exc:
+        except Exception as exc:  # a bug must dead-letter the request, not lose it
             self.log.exception("trigger.internal_error")
             error = InternalError(f"{type(exc).__name__}: {exc}")
             return self._end(state, Status.DEAD_LETTERED, error, attempt, request=request)
-        return self._record_outcome(state, outcome, attempt)
 
     def _resolve(self, request: TriggerRequest) -> tuple[RegisteredPipeline, RunPlan]:
         if request.template is not None:
