@@ -25,6 +25,7 @@ WORKER_COMMANDS = {
     "worker": "worker.cli:worker",
     "demo": "worker.demo:demo",
     "dlq": "worker.cli:dlq",
+    "templates": "worker.template_cli:templates",
 }
 
 

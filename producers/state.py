@@ -16,7 +16,7 @@ from producers.errors import UnknownRequest
 
 
 class Status(str, Enum):
-    """Where a request is; the last five are terminal."""
+    """Where a request is; see `TERMINAL` for the end states."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -54,6 +54,7 @@ class RequestState(BaseModel):
     status: Status
     pipeline_name: str | None = None
     template: str | None = None
+    template_ref: str | None = None
     source: str | None = None
     idempotency_key: str | None = None
     attempts: int = 0

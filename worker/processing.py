@@ -20,18 +20,35 @@ from pipelines.registry import PipelineRegistry, RegisteredPipeline
 from producers import keys
 from producers.contract import TriggerRequest, decode_request, encode_request, peek_request_id
 from producers.envelope import task_envelope
-from producers.errors import InvalidRequest, MalformedRequest, PayloadTooLarge, PermanentError, Problem, TransientError
+from producers.errors import (
+    InvalidRequest,
+    MalformedRequest,
+    PayloadTooLarge,
+    PermanentError,
+    Problem,
+    TransientError,
+    TriggerError,
+)
 from producers.state import ErrorInfo, RequestState, StateStore, Status
 from worker.dead_letters import DeadLetter, DeadLetterStore
-from worker.errors import PipelineRunFailed, UnknownPipeline, UnknownTemplate
+from worker.errors import (
+    InvalidParameters,
+    LockedOverride,
+    PipelineRunFailed,
+    StoreUnavailable,
+    UnknownPipeline,
+    UnknownTemplate,
+)
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
 from worker.logs import get_logger
 from worker.retry import RetryPolicy
-from worker.runner import RunOutcome, ZenMLRunner
+from worker.runner import RunOutcome, ZenMLRunner, transient_types
 from worker.schedule import RetrySchedule
+from worker.server_backend import ServerBackend
 from worker.settings import WorkerSettings
 from worker.signature import PipelineSignature, inspect_pipeline
+from worker.templates import Template, TemplateStore, locked_problems, merged
 from worker.validation import RunPlan, plan_run
 
 HOST = socket.gethostname()
@@ -59,6 +76,15 @@ class Delivery:
         return self.raw
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a request resolved to: a registered pipeline, a validated plan, maybe a template."""
+
+    entry: RegisteredPipeline
+    plan: RunPlan
+    template: Template | None = None
+
+
 @dataclass
 class Services:
     """Everything the processor talks to, built once per worker process."""
@@ -71,6 +97,8 @@ class Services:
     leases: Leases
     schedule: RetrySchedule
     runner: ZenMLRunner
+    templates: TemplateStore
+    server: ServerBackend
 
 
 class Processor:
@@ -153,18 +181,18 @@ class Processor:
     def _process(self, request: TriggerRequest, state: RequestState, attempt: int, delivery: Delivery) -> RequestState:
         """Validate (no lease needed), then claim, run and record under this worker's lease."""
         try:
-            entry, plan = self._resolve(request)
+            target = self._resolve(request)
             if not self.s.leases.acquire(request.request_id):
                 return self._skip(state, "another live worker holds its lease")
             with self.s.leases.held(request.request_id, delivery.delivery_tag):
-                earlier = self._earlier_outcome(entry, state)
+                earlier = self._earlier_outcome(target.entry, state)
                 if earlier is not None:
                     return self._record_outcome(state, earlier, attempt - 1)
                 owner = self._claim(request)
                 if owner != request.request_id:
                     return self._duplicate(state, owner, attempt)
-                state = self._start(request, state, entry, plan, attempt)
-                return self._record_outcome(state, self.s.runner.run(entry, plan, state.run_name or ""), attempt)
+                state = self._start(request, state, target, attempt)
+                return self._record_outcome(state, self._execute(target, state.run_name or ""), attempt)
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, attempt, request=request)
         except PipelineRunFailed as exc:
@@ -176,15 +204,52 @@ class Processor:
             error = InternalError(f"{type(exc).__name__}: {exc}")
             return self._end(state, Status.DEAD_LETTERED, error, attempt, request=request)
 
-    def _resolve(self, request: TriggerRequest) -> tuple[RegisteredPipeline, RunPlan]:
+    def _resolve(self, request: TriggerRequest) -> Target:
         if request.template is not None:
-            raise UnknownTemplate(details=[Problem("template", f"template {request.template!r} does not exist")])
+            return self._resolve_template(request)
         entry = self.s.registry.get(request.pipeline_name or "")
         if entry is None:
             known = ", ".join(self.s.registry.names()) or "none"
             problem = f"pipeline {request.pipeline_name!r} is not registered; registered: {known}"
             raise UnknownPipeline(details=[Problem("pipeline_name", problem)])
-        return entry, plan_run(self.signature(entry), dict(request.parameters), request.step_parameters())
+        return Target(entry, plan_run(self.signature(entry), dict(request.parameters), request.step_parameters()))
+
+    def _resolve_template(self, request: TriggerRequest) -> Target:
+        """Find the snapshot, check its pipeline is registered, lock, merge and validate."""
+        template = self._template(request.template or "")
+        entry = self.s.registry.by_source(template.source)
+        if entry is None:
+            problem = f"template {template.ref} runs {template.source!r}, which this worker does not register"
+            raise UnknownTemplate(details=[Problem("template", problem)])
+        signature = self.signature(entry)
+        parameters, steps = dict(request.parameters), request.step_parameters()
+        locked = locked_problems(template, signature, parameters, steps)
+        try:
+            plan = plan_run(signature, *merged(template, signature, parameters, steps))
+        except InvalidRequest as exc:
+            raise (LockedOverride if locked else InvalidParameters)(details=locked + exc.details) from None
+        if locked:
+            raise LockedOverride(details=locked)
+        return Target(entry, plan, template)
+
+    def _template(self, ref: str) -> Template:
+        try:
+            return self.s.templates.get(ref)
+        except TriggerError:
+            raise
+        except transient_types() as exc:
+            raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
+
+    def _execute(self, target: Target, run_name: str) -> RunOutcome:
+        """Run through the backend the ZenML connection calls for."""
+        template = target.template
+        if template is None:
+            return self.s.runner.run(target.entry, target.plan, run_name)
+        if self.s.server.available(template):
+            return self.s.server.run(template, target.plan.parameters, target.plan.steps, run_name)
+        outcome = self.s.runner.run(target.entry, target.plan, run_name, template.run_config)
+        self.s.runner.link(outcome, template.ref, template.snapshot_id)
+        return outcome
 
     def _earlier_outcome(self, entry: RegisteredPipeline, state: RequestState) -> RunOutcome | None:
         """A redelivered request whose interrupted attempt's run finished after all."""
@@ -207,12 +272,13 @@ class Processor:
         self.log.info("trigger.duplicate", duplicate_of=owner)
         return state
 
-    def _start(
-        self, request: TriggerRequest, state: RequestState, entry: RegisteredPipeline, plan: RunPlan, attempt: int
-    ) -> RequestState:
-        run_name = f"{entry.name}-{request.request_id}-{attempt}"
+    def _start(self, request: TriggerRequest, state: RequestState, target: Target, attempt: int) -> RequestState:
+        run_name = f"{target.entry.name}-{request.request_id}-{attempt}"
+        plan = target.plan
         started = state.advance(
             Status.RUNNING,
+            pipeline_name=target.entry.name,
+            template_ref=target.template.ref if target.template else None,
             attempts=attempt,
             run_name=run_name,
             started_at=_now(),
@@ -229,6 +295,11 @@ class Processor:
     # -- outcomes ------------------------------------------------------------
 
     def _record_outcome(self, state: RequestState, outcome: RunOutcome, attempt: int) -> RequestState:
+        if outcome.status == "submitted":
+            state = state.advance(Status.SUBMITTED, attempts=attempt, run_id=outcome.run_id, run_name=outcome.run_name)
+            self.s.states.put(state)
+            self.log.info("trigger.submitted", run_id=outcome.run_id)
+            return state
         if not outcome.succeeded:
             error = PipelineRunFailed(f"run {outcome.run_name} ended {outcome.status}", run_id=outcome.run_id)
             return self._end(state, Status.FAILED, error, attempt, run_id=outcome.run_id)

@@ -58,17 +58,42 @@ def classify(exc: BaseException, run_name: str, run_id: str | None) -> TriggerEr
     return PipelineRunFailed(f"run {run_name} failed: {described}", run_id=run_id, run_name=run_name)
 
 
+def configured_pipeline(
+    pipeline: Any,
+    steps: dict[str, dict[str, Any]],
+    run_config: dict[str, Any],
+    run_name: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """A copy of `pipeline` with step parameters and a run configuration (minus its parameters) applied.
+
+    Parameters never go through ZenML's own config file: the worker has validated and mapped
+    them, and a parameter fed by a pipeline argument would conflict there.
+    """
+    step_options = {name: dict(options) for name, options in (run_config.get("steps") or {}).items()}
+    for name, params in steps.items():
+        if params:
+            step_options.setdefault(name, {})["parameters"] = params
+    options = {k: v for k, v in run_config.items() if k not in ("steps", "parameters", "run_name")}
+    if "execution_mode" not in options and "execution_mode" not in pipeline.configuration.model_fields_set:
+        # Fail fast so the failing step's own exception reaches `classify`, typed, instead of
+        # ZenML's generic "Pipeline run has failed" RuntimeError.
+        options["execution_mode"] = "fail_fast"
+    if extra:
+        options["extra"] = {**(pipeline.configuration.extra or {}), **extra}
+    if run_name:
+        options["run_name"] = run_name
+    return pipeline.with_options(steps=step_options, **options)
+
+
 class ZenMLRunner:
     """Runs registered pipelines through ZenML with the configured store and stack."""
 
-    def run(self, entry: RegisteredPipeline, plan: RunPlan, run_name: str) -> RunOutcome:
+    def run(
+        self, entry: RegisteredPipeline, plan: RunPlan, run_name: str, run_config: dict[str, Any] | None = None
+    ) -> RunOutcome:
         """Run and wait; raise `PipelineRunFailed` or a transient error on failure."""
-        options: dict[str, Any] = {"run_name": run_name, "steps": plan.step_configuration()}
-        if "execution_mode" not in entry.pipeline.configuration.model_fields_set:
-            # Fail fast so the failing step's own exception reaches `classify`, typed, instead of
-            # ZenML's generic "Pipeline run has failed" RuntimeError.
-            options["execution_mode"] = "fail_fast"
-        configured = entry.pipeline.with_options(**options)
+        configured = configured_pipeline(entry.pipeline, plan.steps, run_config or {}, run_name=run_name)
         try:
             run = configured(**plan.parameters)
         except Exception as exc:
@@ -77,6 +102,18 @@ class ZenMLRunner:
         if not outcome.succeeded:
             raise PipelineRunFailed(f"run {run_name} ended {outcome.status}", run_id=outcome.run_id, run_name=run_name)
         return outcome
+
+    def link(self, outcome: RunOutcome, template_ref: str, snapshot_id: str) -> None:
+        """Record on the ZenML run which template (snapshot) it ran, where ZenML allows it."""
+        from zenml import log_metadata
+
+        try:
+            log_metadata(
+                metadata={"trigger_template": template_ref, "trigger_template_snapshot_id": snapshot_id},
+                run_id_name_or_prefix=outcome.run_id,
+            )
+        except Exception:  # noqa: BLE001 - the link is informative; the run itself succeeded
+            return
 
     def find(self, run_name: str, entry: RegisteredPipeline) -> RunOutcome | None:
         """The outcome of an earlier attempt's run, if ZenML has it."""

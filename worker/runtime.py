@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 from pipelines.registry import PipelineRegistry
@@ -13,7 +15,9 @@ from worker.lease import Leases
 from worker.processing import Processor, Services
 from worker.runner import ZenMLRunner
 from worker.schedule import RetrySchedule
+from worker.server_backend import ServerBackend
 from worker.settings import WorkerSettings
+from worker.templates import TemplateStore
 
 
 def redis_client(settings: WorkerSettings) -> redis.Redis:
@@ -33,7 +37,17 @@ def build_services(settings: WorkerSettings, registry: PipelineRegistry | None =
         leases=Leases(client, settings.lease_timeout, settings.heartbeat_interval),
         schedule=RetrySchedule(client, settings.queue),
         runner=ZenMLRunner(),
+        templates=TemplateStore(),
+        server=ServerBackend(
+            _zenml_client, wait=settings.wait_for_server_runs, poll_interval=settings.server_poll_interval
+        ),
     )
+
+
+def _zenml_client() -> Any:
+    from zenml.client import Client
+
+    return Client()
 
 
 def build_processor(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Processor:

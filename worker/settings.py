@@ -50,6 +50,9 @@ class WorkerSettings(ProducerSettings):
         default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout."
     )
 
+    wait_for_server_runs: bool = Field(default=True, description="Follow template runs on a ZenML server to their end.")
+    server_poll_interval: float = Field(default=5.0, gt=0, description="Seconds between status polls of a server run.")
+
     redact_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "password",

@@ -46,8 +46,9 @@ class FakeRunner:
         self.calls: list[tuple[str, Any, str]] = []
         self.found: dict[str, Any] = {}
         self.find_calls: list[str] = []
+        self.links: list[tuple[str, str, str]] = []
 
-    def run(self, entry: Any, plan: Any, run_name: str) -> Any:
+    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> Any:
         from worker.runner import RunOutcome
 
         self.calls.append((entry.name, plan, run_name))
@@ -57,6 +58,9 @@ class FakeRunner:
         return result or RunOutcome(
             run_id=f"run-{len(self.calls)}", run_name=run_name, status="completed", metrics={"accuracy": 0.9}
         )
+
+    def link(self, outcome: Any, template_ref: str, snapshot_id: str) -> None:
+        self.links.append((outcome.run_id, template_ref, snapshot_id))
 
     def find(self, run_name: str, entry: Any) -> Any:
         self.find_calls.append(run_name)
@@ -94,7 +98,7 @@ def runner() -> FakeRunner:
 def make_services(fake_redis: fakeredis.FakeRedis, registry: Any, worker_settings: Any) -> Callable[..., Any]:
     """Build `worker.processing.Services` the way `worker.runtime.build_services` does, on fakeredis."""
 
-    def build(runner: Any, settings: Any = None, client: Any = None) -> Any:
+    def build(runner: Any, settings: Any = None, client: Any = None, templates: Any = None, server: Any = None) -> Any:
         from producers.state import StateStore
         from worker.dead_letters import DeadLetterStore
         from worker.idempotency import IdempotencyClaims
@@ -113,9 +117,46 @@ def make_services(fake_redis: fakeredis.FakeRedis, registry: Any, worker_setting
             leases=Leases(client, settings.lease_timeout, settings.heartbeat_interval),
             schedule=RetrySchedule(client, settings.queue),
             runner=runner,
+            templates=templates if templates is not None else FakeTemplates(),
+            server=server if server is not None else FakeServer(),
         )
 
     return build
+
+
+class FakeTemplates:
+    """Same interface as `worker.templates.TemplateStore.get`, over a dict of templates by ref and name."""
+
+    def __init__(self, *templates: Any) -> None:
+        self.by_ref = {t.ref: t for t in templates}
+        for template in templates:
+            self.by_ref[template.name] = template
+
+    def get(self, ref: str) -> Any:
+        from producers.errors import Problem
+        from worker.errors import UnknownTemplate
+
+        if ref not in self.by_ref:
+            raise UnknownTemplate(details=[Problem("template", f"template {ref!r} does not exist")])
+        return self.by_ref[ref]
+
+
+class FakeServer:
+    """A ZenML server backend that is never available unless told so."""
+
+    def __init__(self, available: bool = False, outcome: Any = None) -> None:
+        self._available = available
+        self.outcome = outcome
+        self.calls: list[tuple[Any, ...]] = []
+
+    def available(self, template: Any) -> bool:
+        return self._available
+
+    def run(self, template: Any, parameters: Any, steps: Any, run_name: str) -> Any:
+        self.calls.append((template.ref, parameters, steps, run_name))
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
 
 
 @pytest.fixture

@@ -34,11 +34,14 @@ json_values = st.recursive(
 payloads = st.binary(max_size=300) | json_values.map(lambda value: json.dumps(value).encode())
 
 
+from tests.unit.conftest import FakeServer, FakeTemplates  # noqa: E402
+
+
 class AlwaysSucceeds:
     def __init__(self) -> None:
         self.calls = 0
 
-    def run(self, entry: Any, plan: Any, run_name: str) -> RunOutcome:
+    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> RunOutcome:
         self.calls += 1
         return RunOutcome("zen-1", run_name, "completed", {"accuracy": 1.0})
 
@@ -59,6 +62,8 @@ def fresh_processor(registry: Any) -> Processor:
             leases=Leases(client, 60, 10.0),
             schedule=RetrySchedule(client, QUEUE),
             runner=AlwaysSucceeds(),  # type: ignore[arg-type]
+            templates=FakeTemplates(),  # type: ignore[arg-type]
+            server=FakeServer(),  # type: ignore[arg-type]
         )
     )
 

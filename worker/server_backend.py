@@ -1,0 +1,101 @@
+"""Templates on a ZenML server: `Client().trigger_pipeline(snapshot...)`, then follow the run.
+
+Used only when ZenML is connected to a server (REST store) and the snapshot is runnable
+there; errors at the `Client` boundary are classified like every other error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from producers.errors import Problem, TriggerError
+from worker.errors import PermanentError, PipelineRunFailed, RunSubmissionFailed, UnknownTemplate
+from worker.runner import RunOutcome
+
+if TYPE_CHECKING:
+    from worker.templates import Template
+
+FINISHED = {"completed", "failed", "cached", "cancelled", "stopped"}
+SUCCEEDED = {"completed", "cached"}
+
+
+class TemplateRunRefused(PermanentError):
+    """The ZenML server refused to run the template as configured."""
+
+
+def classify_server_error(exc: BaseException, template: str) -> TriggerError:
+    """Map an exception from `Client().trigger_pipeline` onto the error taxonomy."""
+    import requests
+    from zenml import exceptions as zx
+
+    described = f"{type(exc).__name__}: {exc}"
+    if isinstance(
+        exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout, zx.MaxConcurrentTasksError)
+    ):
+        return RunSubmissionFailed(f"template {template}: the ZenML server is unavailable: {described}")
+    if isinstance(exc, KeyError):
+        return UnknownTemplate(details=[Problem("template", f"{template}: the server has no such snapshot")])
+    if isinstance(exc, zx.AuthorizationException):
+        return TemplateRunRefused(f"template {template}: not authorized on the ZenML server: {described}")
+    return TemplateRunRefused(f"template {template}: the ZenML server refused the run: {described}")
+
+
+class ServerBackend:
+    """Runs templates through a ZenML server's snapshot API."""
+
+    def __init__(self, client_factory: Callable[[], Any], wait: bool = True, poll_interval: float = 5.0) -> None:
+        self.client_factory = client_factory
+        self.wait = wait
+        self.poll_interval = poll_interval
+
+    def available(self, template: Template) -> bool:
+        """True when ZenML talks to a server and the snapshot is runnable there."""
+        from zenml.enums import StoreType
+
+        return template.runnable and self.client_factory().zen_store.type == StoreType.REST
+
+    def run(
+        self, template: Template, parameters: dict[str, Any], steps: dict[str, dict[str, Any]], run_name: str
+    ) -> RunOutcome:
+        """Submit the run; follow it to its end unless configured not to wait."""
+        configuration = run_configuration(template.run_config, parameters, steps, run_name)
+        try:
+            run = self.client_factory().trigger_pipeline(
+                snapshot_name_or_id=template.snapshot_id, run_configuration=configuration
+            )
+        except Exception as exc:  # every failure is classified at this boundary
+            raise classify_server_error(exc, template.ref) from exc
+        if not self.wait:
+            return RunOutcome(run_id=str(run.id), run_name=run.name, status="submitted")
+        return self._follow(str(run.id), run.name, template.ref)
+
+    def _follow(self, run_id: str, run_name: str, ref: str) -> RunOutcome:
+        while True:
+            try:
+                run = self.client_factory().get_pipeline_run(run_id)
+            except Exception as exc:  # a blip while polling: classified, and retried as transient
+                raise classify_server_error(exc, ref) from exc
+            status = getattr(run.status, "value", str(run.status))
+            if status in FINISHED:
+                break
+            time.sleep(self.poll_interval)
+        if status not in SUCCEEDED:
+            raise PipelineRunFailed(
+                f"run {run_name} of template {ref} ended {status}", run_id=run_id, run_name=run_name
+            )
+        return RunOutcome(run_id=run_id, run_name=run_name, status="completed")
+
+
+def run_configuration(
+    base: dict[str, Any], parameters: dict[str, Any], steps: dict[str, dict[str, Any]], run_name: str
+) -> dict[str, Any]:
+    """ZenML's run configuration for a server-side template run."""
+    step_options = {name: dict(options) for name, options in (base.get("steps") or {}).items()}
+    for name, params in steps.items():
+        if params:
+            step_options.setdefault(name, {})["parameters"] = params
+    configuration = {k: v for k, v in base.items() if k not in ("steps", "parameters")}
+    configuration.update({"run_name": run_name, "parameters": parameters, "steps": step_options})
+    return configuration
