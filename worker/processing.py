@@ -179,18 +179,18 @@ class Processor:
         return state
 
     def _process(self, request: TriggerRequest, state: RequestState, attempt: int, delivery: Delivery) -> RequestState:
-        """Validate (no lease needed), then claim, run and record under this worker's lease."""
+        """Validate and claim the idempotency key (no lease needed), then run and record under a lease."""
         try:
             target = self._resolve(request)
+            owner = self._claim(request)
+            if owner != request.request_id:
+                return self._duplicate(state, owner, attempt)
             if not self.s.leases.acquire(request.request_id):
                 return self._skip(state, "another live worker holds its lease")
             with self.s.leases.held(request.request_id, delivery.delivery_tag):
                 earlier = self._earlier_outcome(target.entry, state)
                 if earlier is not None:
                     return self._record_outcome(state, earlier, attempt - 1)
-                owner = self._claim(request)
-                if owner != request.request_id:
-                    return self._duplicate(state, owner, attempt)
                 state = self._start(request, state, target, attempt)
                 return self._record_outcome(state, self._execute(target, state.run_name or ""), attempt)
         except InvalidRequest as exc:
