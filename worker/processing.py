@@ -10,6 +10,7 @@ import base64
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -188,11 +189,11 @@ class Processor:
             if not self.s.leases.acquire(request.request_id):
                 return self._skip(state, "another live worker holds its lease")
             with self.s.leases.held(request.request_id, delivery.delivery_tag):
-                earlier = self._earlier_outcome(target.entry, state)
+                earlier = self._earlier_outcome(target, state)
                 if earlier is not None:
                     return self._record_outcome(state, earlier, attempt - 1)
                 state = self._start(request, state, target, attempt)
-                return self._record_outcome(state, self._execute(target, state.run_name or ""), attempt)
+                return self._record_outcome(state, self._execute(target, state), attempt)
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, attempt, request=request)
         except PipelineRunFailed as exc:
@@ -240,22 +241,32 @@ class Processor:
         except transient_types() as exc:
             raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
 
-    def _execute(self, target: Target, run_name: str) -> RunOutcome:
+    def _execute(self, target: Target, started: RequestState) -> RunOutcome:
         """Run through the backend the ZenML connection calls for."""
-        template = target.template
+        template, run_name = target.template, started.run_name or ""
         if template is None:
             return self.s.runner.run(target.entry, target.plan, run_name)
         if self.s.server.available(template):
-            return self.s.server.run(template, target.plan.parameters, target.plan.steps, run_name)
+            return self.s.server.run(
+                template,
+                target.plan.parameters,
+                target.plan.steps,
+                run_name,
+                on_submitted=self._submitted_hook(started),
+            )
         outcome = self.s.runner.run(target.entry, target.plan, run_name, template.run_config)
         self.s.runner.link(outcome, template.ref, template.snapshot_id)
         return outcome
 
-    def _earlier_outcome(self, entry: RegisteredPipeline, state: RequestState) -> RunOutcome | None:
-        """A redelivered request whose interrupted attempt's run finished after all."""
+    def _earlier_outcome(self, target: Target, state: RequestState) -> RunOutcome | None:
+        """The outcome of an earlier attempt's run: finished after all, or still going on a server."""
+        if target.template is not None and state.run_id and state.status in (Status.RUNNING, Status.RETRYING):
+            if self.s.server.available(target.template):
+                self.log.info("trigger.following", run_id=state.run_id)
+                return self.s.server.follow(state.run_id, state.run_name or "", target.template.ref)
         if state.status is not Status.RUNNING or not state.run_name:
             return None
-        outcome = self.s.runner.find(state.run_name, entry)
+        outcome = self.s.runner.find(state.run_name, target.entry)
         if outcome is not None and outcome.status in ("completed", "failed"):
             self.log.info("trigger.recovered", run_id=outcome.run_id, run_status=outcome.status)
             return outcome
@@ -271,6 +282,14 @@ class Processor:
         self.s.states.put(state)
         self.log.info("trigger.duplicate", duplicate_of=owner)
         return state
+
+    def _submitted_hook(self, started: RequestState) -> Callable[[str], None]:
+        """Record the server's run id at once, so no later attempt submits the run again."""
+
+        def record(run_id: str) -> None:
+            self.s.states.put(started.model_copy(update={"run_id": run_id, "updated_at": _now()}))
+
+        return record
 
     def _start(self, request: TriggerRequest, state: RequestState, target: Target, attempt: int) -> RequestState:
         run_name = f"{target.entry.name}-{request.request_id}-{attempt}"
@@ -319,7 +338,9 @@ class Processor:
     def _retry_or_give_up(
         self, request: TriggerRequest, state: RequestState, exc: TransientError, attempt: int
     ) -> RequestState:
-        delay = RetryPolicy.for_pipeline(self.s.settings, request.pipeline_name).delay(exc, attempt)
+        state = self.s.states.get(state.request_id) or state  # may now carry a submitted server run's id
+        pipeline = state.pipeline_name or request.pipeline_name
+        delay = RetryPolicy.for_pipeline(self.s.settings, pipeline).delay(exc, attempt)
         if delay is None:
             return self._end(state, Status.DEAD_LETTERED, exc, attempt, request=request)
         due = time.time() + delay

@@ -25,8 +25,11 @@ class TemplateRunRefused(PermanentError):
     """The ZenML server refused to run the template as configured."""
 
 
-def classify_server_error(exc: BaseException, template: str) -> TriggerError:
-    """Map an exception from `Client().trigger_pipeline` onto the error taxonomy."""
+def classify_server_error(exc: BaseException, template: str, run_id: str | None = None) -> TriggerError:
+    """Map an exception from the server `Client` calls onto the error taxonomy.
+
+    `run_id` is set while following a submitted run: then a missing entity is the run, not the template.
+    """
     import requests
     from zenml import exceptions as zx
 
@@ -35,6 +38,8 @@ def classify_server_error(exc: BaseException, template: str) -> TriggerError:
         exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout, zx.MaxConcurrentTasksError)
     ):
         return RunSubmissionFailed(f"template {template}: the ZenML server is unavailable: {described}")
+    if isinstance(exc, KeyError) and run_id is not None:
+        return PipelineRunFailed(f"template {template}: run {run_id} no longer exists on the server", run_id=run_id)
     if isinstance(exc, KeyError):
         return UnknownTemplate(details=[Problem("template", f"{template}: the server has no such snapshot")])
     if isinstance(exc, zx.AuthorizationException):
@@ -57,9 +62,18 @@ class ServerBackend:
         return template.runnable and self.client_factory().zen_store.type == StoreType.REST
 
     def run(
-        self, template: Template, parameters: dict[str, Any], steps: dict[str, dict[str, Any]], run_name: str
+        self,
+        template: Template,
+        parameters: dict[str, Any],
+        steps: dict[str, dict[str, Any]],
+        run_name: str,
+        on_submitted: Callable[[str], None] | None = None,
     ) -> RunOutcome:
-        """Submit the run; follow it to its end unless configured not to wait."""
+        """Submit the run; follow it to its end unless configured not to wait.
+
+        `on_submitted(run_id)` is called as soon as the server accepted the run, so a retry after a
+        polling blip follows that run (`follow`) instead of submitting another.
+        """
         configuration = run_configuration(template.run_config, parameters, steps, run_name)
         try:
             run = self.client_factory().trigger_pipeline(
@@ -67,16 +81,19 @@ class ServerBackend:
             )
         except Exception as exc:  # every failure is classified at this boundary
             raise classify_server_error(exc, template.ref) from exc
+        if on_submitted is not None:
+            on_submitted(str(run.id))
         if not self.wait:
             return RunOutcome(run_id=str(run.id), run_name=run.name, status="submitted")
-        return self._follow(str(run.id), run.name, template.ref)
+        return self.follow(str(run.id), run.name, template.ref)
 
-    def _follow(self, run_id: str, run_name: str, ref: str) -> RunOutcome:
+    def follow(self, run_id: str, run_name: str, ref: str) -> RunOutcome:
+        """Poll a submitted run until ZenML reports it finished."""
         while True:
             try:
                 run = self.client_factory().get_pipeline_run(run_id)
             except Exception as exc:  # a blip while polling: classified, and retried as transient
-                raise classify_server_error(exc, ref) from exc
+                raise classify_server_error(exc, ref, run_id=run_id) from exc
             status = getattr(run.status, "value", str(run.status))
             if status in FINISHED:
                 break

@@ -111,7 +111,7 @@ def locked_problems(
     problems = []
     for name, value in parameters.items():
         path = f"parameters.{name}"
-        if path not in template.allow and template.parameters.get(name, _UNSET) != value:
+        if path not in template.allow and _pipeline_value(template, signature, name) != value:
             problems.append(Problem(path, _locked_message(template)))
     for step_name, params in steps.items():
         for name, value in params.items():
@@ -135,12 +135,23 @@ def _step_path_allowed(template: Template, signature: PipelineSignature, step: s
 
 
 def _template_value(template: Template, signature: PipelineSignature, step: str, name: str) -> Any:
-    """What the template runs with for one step parameter (its own value, or the feeding argument's)."""
+    """What the template runs with for one step parameter: its own value, the feeding argument's, or the default."""
     if name in template.steps.get(step, {}):
         return template.steps[step][name]
     spec = signature.steps.get(step)
     feeder = spec.fed_by.get(name) if spec else None
-    return template.parameters.get(feeder, _UNSET) if feeder else _UNSET
+    if feeder:
+        return _pipeline_value(template, signature, feeder)
+    parameter = spec.parameters.get(name) if spec else None
+    return parameter.default if parameter is not None and not parameter.required else _UNSET
+
+
+def _pipeline_value(template: Template, signature: PipelineSignature, name: str) -> Any:
+    """What the template runs with for one pipeline parameter: its own value or the default."""
+    if name in template.parameters:
+        return template.parameters[name]
+    parameter = signature.parameters.get(name)
+    return parameter.default if parameter is not None and not parameter.required else _UNSET
 
 
 def _locked_message(template: Template) -> str:

@@ -152,10 +152,14 @@ class FakeServer:
     def available(self, template: Any) -> bool:
         return self._available
 
-    def run(self, template: Any, parameters: Any, steps: Any, run_name: str) -> Any:
+    def run(self, template: Any, parameters: Any, steps: Any, run_name: str, on_submitted: Any = None) -> Any:
         self.calls.append((template.ref, parameters, steps, run_name))
         if isinstance(self.outcome, BaseException):
             raise self.outcome
+        return self.outcome
+
+    def follow(self, run_id: str, run_name: str, ref: str) -> Any:
+        self.calls.append(("follow", run_id, run_name, ref))
         return self.outcome
 
 
