@@ -83,11 +83,17 @@ class PipelineSignature:
         ]
 
     def describe(self) -> dict[str, Any]:
-        """JSON form for `trigger pipelines --json`."""
+        """JSON form for `trigger pipelines --json`; a fed step parameter shows its argument's default."""
+        steps = [step.describe() for step in self.steps.values()]
+        for step in steps:
+            for param in step["parameters"]:
+                source = self.parameters.get(param.get("from_pipeline_parameter", ""))
+                if source is not None:
+                    param.update(default=source.describe()["default"], required=source.required)
         return {
             "name": self.name,
             "parameters": [spec.describe() for spec in self.parameters.values()],
-            "steps": [step.describe() for step in self.steps.values()],
+            "steps": steps,
         }
 
 
