@@ -11,10 +11,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from producers.errors import TriggerError
+
 BUNDLED_PIPELINES = ("pipelines.training:training_pipeline",)
 
 
-class RegistryError(Exception):
+class RegistryError(TriggerError):
     """A configured pipeline path could not be loaded; raised at worker start, not per message."""
 
 

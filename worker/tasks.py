@@ -8,6 +8,7 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import Reject
 
+from pipelines.registry import RegistryError
 from producers import keys
 from worker.logs import configure_logging, get_logger
 from worker.processing import Delivery, Processor
@@ -73,9 +74,14 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     if _app is None:
         return
     settings = _configure(_app)
-    processor = processor_for(_app)
-    for entry in processor.s.registry:
-        processor.signature(entry)
+    try:
+        processor = processor_for(_app)
+        for entry in processor.s.registry:
+            processor.signature(entry)
+    except RegistryError as exc:
+        get_logger().error("trigger.config_error", error=str(exc))
+        # Celery logs and ignores exceptions from signal handlers; SystemExit stops the worker.
+        raise SystemExit(f"trigger worker: {exc}") from exc
     get_logger().info("trigger.worker_started", pipelines=processor.s.registry.names(), queue=settings.queue)
 
 

@@ -1,0 +1,40 @@
+"""A bad pipeline configuration stops the worker at start, with one clear line, never per message."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from producers.cli import cli
+from worker import tasks
+from worker.app import create_app
+from worker.settings import WorkerSettings
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [("os:system", "not a ZenML @pipeline"), ("no.such.module:thing", "cannot import"), ("nocolon", "must look like")],
+)
+def test_worker_init_exits_on_a_bad_pipeline_path(path: str, reason: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tasks, "_processor", None)
+    app = create_app(WorkerSettings(pipelines=[path], redis_url="redis://127.0.0.1:1/0"))
+    with pytest.raises(SystemExit, match=reason):
+        tasks.on_worker_init()
+    assert app.trigger_settings.pipelines == [path]  # type: ignore[attr-defined]
+    monkeypatch.setattr(tasks, "_processor", None)
+
+
+def test_pipelines_command_reports_a_bad_path_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIGGER_PIPELINES", "os:system")
+    result = CliRunner().invoke(cli, ["pipelines"])
+    assert result.exit_code == 1
+    assert (
+        result.output.strip()
+        == "Error: pipeline path 'os:system' is a builtin_function_or_method, not a ZenML @pipeline"
+    )
+    assert "Traceback" not in result.output
+
+
+def test_settings_split_comma_separated_pipelines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIGGER_PIPELINES", "pipelines.training:training_pipeline, my.flows:retrain ")
+    assert WorkerSettings().pipelines == ["pipelines.training:training_pipeline", "my.flows:retrain"]
