@@ -13,6 +13,7 @@ from typing import Any
 import click
 import redis
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
@@ -51,6 +52,13 @@ class TriggerGroup(click.Group):
             raise click.ClickException(str(exc)) from None
         except redis.RedisError as exc:
             raise click.ClickException(f"Redis error: {type(exc).__name__}: {exc}") from None
+        except ValidationError as exc:  # a TRIGGER_* setting that does not parse
+            problems = "; ".join(f"TRIGGER_{p.path.upper()}: {p.problem}" for p in problems_from_validation(exc))
+            raise click.ClickException(f"invalid settings: {problems}") from None
+        except SettingsError as exc:
+            raise click.ClickException(f"invalid settings: {exc}") from None
+        except ValueError as exc:  # e.g. a TRIGGER_REDIS_URL redis-py cannot read
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
 
 
 def _missing_extra(name: str, exc: ImportError) -> click.Command:

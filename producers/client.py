@@ -13,15 +13,17 @@ from redis.retry import Retry
 from producers import keys
 from producers.contract import TriggerRequest, encode_request, normalize_steps
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError, PayloadTooLarge, Problem
+from producers.errors import EnqueueError, PayloadTooLarge, Problem, TriggerError
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState, StateStore
 
 log = logging.getLogger("producers.client")
 
 # State and message in one atomic round trip; a Lua call is ~1.5x a bare LPUSH, MULTI/EXEC ~2.3x.
+# NX: re-sending a request id (a producer retrying after a timeout) never resets its recorded
+# state; the worker sees the earlier outcome and the copy starts nothing.
 _ENQUEUE = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
 redis.call('LPUSH', KEYS[2], ARGV[3])
 return 1
 """
@@ -102,7 +104,7 @@ class TriggerClient:
         """Fire-and-forget: like `send`, but logs and counts a failure instead of raising."""
         try:
             return self.send(request)
-        except EnqueueError as exc:
+        except TriggerError as exc:  # unreachable Redis, or a request over the size limit
             self.failed_enqueues += 1
             log.error("trigger.enqueue_failed request_id=%s error=%s", request.request_id, exc)
             return None

@@ -34,7 +34,10 @@ class Status(str, Enum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED})
+TERMINAL = frozenset(
+    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED, Status.SUBMITTED}
+)
+"""End states. `submitted` ends the worker's part for a server run it was told not to follow."""
 
 
 class ErrorInfo(BaseModel):

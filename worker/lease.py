@@ -14,8 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+import structlog
 
 from producers import keys
+
+log = structlog.get_logger("zenml_trigger")
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -58,9 +61,17 @@ class Leases:
         args = [self.holder, self.timeout, delivery_tag or "", time.time()]
         return bool(self._refresh(keys=keys_, args=args))
 
+    def remaining(self, request_id: str) -> float:
+        """Seconds until the lease on `request_id` expires (0 when none is held)."""
+        ttl_ms = self.client.pttl(keys.lease_key(request_id))
+        return max(0.0, ttl_ms / 1000) if ttl_ms and ttl_ms > 0 else 0.0
+
     def release(self, request_id: str) -> None:
-        """Drop the lease if still ours."""
-        self._release(keys=[keys.lease_key(request_id)], args=[self.holder])
+        """Drop the lease if still ours; best effort, since it expires by itself anyway."""
+        try:
+            self._release(keys=[keys.lease_key(request_id)], args=[self.holder])
+        except redis.RedisError as exc:
+            log.warning("trigger.lease_release_failed", request_id=request_id, error=str(exc))
 
     @contextmanager
     def held(self, request_id: str, delivery_tag: str | None) -> Iterator[None]:
@@ -78,6 +89,7 @@ class Leases:
     def _beat(self, request_id: str, delivery_tag: str | None, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             try:
-                self.refresh(request_id, delivery_tag)
-            except redis.RedisError:
-                continue
+                if not self.refresh(request_id, delivery_tag):
+                    log.warning("trigger.lease_lost", request_id=request_id, reason="expired or taken over")
+            except redis.RedisError as exc:
+                log.warning("trigger.heartbeat_failed", request_id=request_id, error=str(exc))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import redis
 import structlog
 
 from pipelines.registry import PipelineRegistry, RegisteredPipeline
@@ -175,6 +176,21 @@ class Processor:
             return "stale copy; its retry is scheduled"
         return None
 
+    def _defer(self, request: TriggerRequest, state: RequestState, delivery: Delivery) -> RequestState:
+        """Another worker holds the lease: look again once it would have expired, never just drop the copy.
+
+        If the holder finishes, the copy then finds a terminal state; if it died (a killed prefork
+        child is requeued at once, long before its lease runs out), the copy runs the request.
+        """
+        delay = self.s.leases.remaining(request.request_id) + 1.0
+        kwargs = {"attempt": delivery.attempt} if delivery.attempt is not None else {}
+        envelope = task_envelope(
+            keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, kwargs
+        )
+        self.s.schedule.add(envelope, time.time() + delay)
+        self.log.info("trigger.deferred", reason="another worker holds its lease", delay_s=round(delay, 1))
+        return state
+
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)
         return state
@@ -187,8 +203,12 @@ class Processor:
             if owner != request.request_id:
                 return self._duplicate(state, owner, attempt)
             if not self.s.leases.acquire(request.request_id):
-                return self._skip(state, "another live worker holds its lease")
+                return self._defer(request, state, delivery)
             with self.s.leases.held(request.request_id, delivery.delivery_tag):
+                state = self.s.states.get(request.request_id) or state  # another worker may have finished it
+                if state.status.terminal:
+                    return self._skip(state, "already finished")
+                attempt = state.attempts + 1
                 earlier = self._earlier_outcome(target, state)
                 if earlier is not None:
                     return self._record_outcome(state, earlier, attempt - 1)
@@ -200,6 +220,8 @@ class Processor:
             return self._end(state, Status.FAILED, exc, attempt, request=request, run_id=exc.run_id)
         except TransientError as exc:
             return self._retry_or_give_up(request, state, exc, attempt)
+        except redis.RedisError:
+            raise  # the task requeues the message; recording a wrong outcome would be worse
         except Exception as exc:  # a bug must dead-letter the request, not lose it
             self.log.exception("trigger.internal_error")
             error = InternalError(f"{type(exc).__name__}: {exc}")

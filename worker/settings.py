@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from pipelines.registry import BUNDLED_PIPELINES
@@ -67,6 +67,15 @@ class WorkerSettings(ProducerSettings):
         ],
         description="Parameter names containing any of these are logged as '***'.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_under_lease(self) -> WorkerSettings:
+        if self.heartbeat_interval * 2 > self.lease_timeout:
+            raise ValueError(
+                f"heartbeat_interval ({self.heartbeat_interval:g}s) must be at most half of "
+                f"lease_timeout ({self.lease_timeout}s), or live runs would lose their lease"
+            )
+        return self
 
     @field_validator("pipelines", "redact_keys", mode="before")
     @classmethod

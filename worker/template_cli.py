@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +22,41 @@ def templates() -> None:
     """Run templates: named, versioned ZenML snapshots with controlled overrides."""
 
 
+TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_.:/-]+$")
+
+
 def _load_config(path: str | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{path}: expected a mapping (a ZenML run configuration)", param_hint="--config")
+        raise click.BadParameter(f"{path}: {_one_line(exc)}", param_hint="--config") from None
+    problem = _config_shape_problem(data)
+    if problem:
+        raise click.BadParameter(f"{path}: {problem}", param_hint="--config")
     return data
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error message folded onto one line (YAML and pydantic messages span several)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and "errors.pydantic.dev" not in line]
+    return " ".join(lines)
+
+
+def _config_shape_problem(data: Any) -> str | None:
+    """What is wrong with the shape of a run configuration, before ZenML sees it."""
+    if not isinstance(data, dict):
+        return "expected a mapping (a ZenML run configuration)"
+    if not isinstance(data.get("parameters") or {}, dict):
+        return "'parameters' must be a mapping of name to value"
+    steps = data.get("steps") or {}
+    if not isinstance(steps, dict):
+        return "'steps' must be a mapping of step name to its configuration"
+    for name, options in steps.items():
+        if not isinstance(options or {}, dict) or not isinstance((options or {}).get("parameters") or {}, dict):
+            return f"'steps.{name}' must be a mapping, with 'parameters' a mapping"
+    return None
 
 
 def _fail(problems: list[Problem]) -> None:
@@ -61,6 +87,10 @@ def create(
     from worker.signature import inspect_pipeline
     from worker.validation import plan_run
 
+    if not TEMPLATE_NAME.match(name):
+        raise click.ClickException(
+            f"template name {name!r}: use letters, digits and _ . : / - (no '@', which marks versions)"
+        )
     entry = PipelineRegistry.from_paths(WorkerSettings().pipelines).get(pipeline_name)
     if entry is None:
         raise click.ClickException(f"pipeline {pipeline_name!r} is not registered (see `trigger pipelines`)")
@@ -76,7 +106,12 @@ def create(
         problems += exc.details
     if problems:
         _fail(problems)
-    template = TemplateStore().create(name, entry.pipeline, plan.parameters, plan.steps, allow, run_config, description)
+    try:
+        template = TemplateStore().create(
+            name, entry.pipeline, plan.parameters, plan.steps, allow, run_config, description
+        )
+    except (TypeError, ValueError) as exc:  # ZenML refusing a run-config option
+        raise click.ClickException(f"ZenML refused the template's run configuration: {_one_line(exc)}") from None
     click.echo(
         json.dumps(template.describe())
         if as_json

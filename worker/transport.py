@@ -23,40 +23,64 @@ TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding"})
 """Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
 
 
-def envelope_problem(message: Any) -> str | None:
-    """Why `message` is not a task message this worker can run, or None."""
+class EnvelopeError(ValueError):
+    """Why a popped item is not a task message this worker can run."""
+
+
+def parse_envelope(message: Any) -> tuple[str, str, dict[str, Any]]:
+    """(task id, request text, task kwargs) of a well-formed trigger task message, or `EnvelopeError`."""
     if not isinstance(message, dict):
-        return f"message is a JSON {type(message).__name__}, not a Celery task envelope"
+        raise EnvelopeError(f"message is a JSON {type(message).__name__}, not a Celery task envelope")
     headers, properties = message.get("headers"), message.get("properties")
     if not isinstance(headers, dict) or not isinstance(properties, dict):
-        return "message has no 'headers'/'properties' objects; not a Celery task envelope"
+        raise EnvelopeError("message has no 'headers'/'properties' objects; not a Celery task envelope")
     if message.get("content-type") != CONTENT_TYPE:
-        return f"content type {message.get('content-type')!r} is not accepted (JSON only)"
-    if not isinstance(headers.get("id"), str) or not headers["id"]:
-        return "message headers lack a task 'id'"
+        raise EnvelopeError(f"content type {message.get('content-type')!r} is not accepted (JSON only)")
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        raise EnvelopeError("message headers lack a task 'id'")
     if headers.get("task") != keys.TASK_NAME:
-        return f"unknown task {headers.get('task')!r}; this queue only takes {keys.TASK_NAME!r}"
-    if not isinstance(properties.get("delivery_info"), dict) or "delivery_tag" not in properties:
-        return "message properties lack 'delivery_info'/'delivery_tag'"
-    return _body_problem(message.get("body"), properties.get("body_encoding"))
+        raise EnvelopeError(f"unknown task {headers.get('task')!r}; this queue only takes {keys.TASK_NAME!r}")
+    raw, kwargs = _body(message.get("body"), properties.get("body_encoding"))
+    return task_id, raw, kwargs
 
 
-def _body_problem(body: Any, encoding: Any) -> str | None:
+def envelope_problem(message: Any) -> str | None:
+    """Why `message` is not a task message this worker can run, or None."""
+    try:
+        parse_envelope(message)
+    except EnvelopeError as exc:
+        return str(exc)
+    return None
+
+
+def _body(body: Any, encoding: Any) -> tuple[str, dict[str, Any]]:
     if not isinstance(body, str):
-        return "message body is not a string"
+        raise EnvelopeError("message body is not a string")
     try:
         raw = base64.b64decode(body, validate=True) if encoding == "base64" else body.encode()
         args, kwargs, embed = json.loads(raw)
     except (ValueError, TypeError, RecursionError):
-        return "message body is not a JSON [args, kwargs, embed] triple"
+        raise EnvelopeError("message body is not a JSON [args, kwargs, embed] triple") from None
     if not (isinstance(args, list) and len(args) == 1 and isinstance(args[0], str)):
-        return "task arguments must be exactly one request string"
+        raise EnvelopeError("task arguments must be exactly one request string")
     if not isinstance(kwargs, dict) or not isinstance(embed, dict):
-        return "task kwargs and embed must be JSON objects"
+        raise EnvelopeError("task kwargs and embed must be JSON objects")
+    _check_kwargs(kwargs)
+    return args[0], kwargs
+
+
+def _check_kwargs(kwargs: dict[str, Any]) -> None:
     unexpected = sorted(set(kwargs) - TASK_KWARGS)
     if unexpected:
-        return f"unexpected task keyword arguments {unexpected}; allowed: {sorted(TASK_KWARGS)}"
-    return None
+        raise EnvelopeError(f"unexpected task keyword arguments {unexpected}; allowed: {sorted(TASK_KWARGS)}")
+    attempt = kwargs.get("attempt")
+    if attempt is not None and (not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1):
+        raise EnvelopeError("task keyword 'attempt' must be a positive integer")
+    if kwargs.get("raw_encoding", "utf-8") not in ("utf-8", "base64"):
+        raise EnvelopeError("task keyword 'raw_encoding' must be 'utf-8' or 'base64'")
+    if not isinstance(kwargs.get("quarantine", ""), str):
+        raise EnvelopeError("task keyword 'quarantine' must be a string")
 
 
 def quarantine(item: bytes, queue: str, reason: str) -> dict[str, Any]:
@@ -76,8 +100,13 @@ def safe_loads(item: bytes | str, queue: str) -> dict[str, Any]:
         message = json.loads(bytes_to_str(data))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return quarantine(data, queue, "message is not JSON")
-    problem = envelope_problem(message)
-    return message if problem is None else quarantine(data, queue, problem)
+    try:
+        task_id, raw, kwargs = parse_envelope(message)
+    except EnvelopeError as exc:
+        return quarantine(data, queue, str(exc))
+    # Rebuilt from what was checked: no header Celery would choke on (eta, expires, timelimit, a
+    # delivery tag that is not a string) can reach the consumer and crash or silently drop it.
+    return json.loads(task_envelope(keys.TASK_NAME, task_id, [raw], queue, kwargs))
 
 
 class Channel(kombu_redis.Channel):

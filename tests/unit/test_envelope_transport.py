@@ -104,11 +104,13 @@ def assert_quarantined(message: dict[str, Any], raw: bytes, reason_part: str) ->
 
 
 class TestSafeLoads:
-    def test_a_good_envelope_passes_unchanged(self) -> None:
+    def test_a_good_envelope_keeps_its_task_id_arguments_and_kwargs(self) -> None:
         message = envelope("req-6")
         raw = json.dumps(message).encode()
-        assert safe_loads(raw, QUEUE) == message
-        assert safe_loads(raw.decode(), QUEUE) == message
+        for loaded in (safe_loads(raw, QUEUE), safe_loads(raw.decode(), QUEUE)):
+            assert loaded["headers"]["id"] == "req-6"
+            assert unwrap(loaded)[:2] == unwrap(message)[:2]
+            assert envelope_problem(loaded) is None
 
     def test_garbage_text(self) -> None:
         raw = b"hello, worker"
@@ -166,11 +168,36 @@ class TestSafeLoads:
         raw = json.dumps(message).encode()
         assert_quarantined(safe_loads(raw, QUEUE), raw, "not a JSON [args, kwargs, embed] triple")
 
-    def test_missing_delivery_tag(self) -> None:
+    @pytest.mark.parametrize(
+        ("where", "key", "value"),
+        [
+            ("properties", "delivery_tag", None),
+            ("properties", "delivery_tag", {"x": 1}),
+            ("headers", "timelimit", "x"),
+            ("headers", "eta", "not-a-date"),
+            ("headers", "expires", "2000-01-01T00:00:00+00:00"),
+            ("headers", "retries", "many"),
+        ],
+    )
+    def test_headers_celery_would_choke_on_are_rebuilt(self, where: str, key: str, value: Any) -> None:
+        message = envelope("req-7")
+        message[where][key] = value
+        loaded = safe_loads(json.dumps(message).encode(), QUEUE)
+        assert loaded["headers"]["id"] == "req-7" and "quarantine" not in unwrap(loaded)[1]
+        assert loaded["headers"]["eta"] is None and loaded["headers"]["expires"] is None
+        assert loaded["headers"]["timelimit"] == [None, None] and loaded["headers"]["retries"] == 0
+        assert isinstance(loaded["properties"]["delivery_tag"], str) and loaded["properties"]["delivery_tag"]
+
+    def test_missing_delivery_tag_gets_one(self) -> None:
         message = envelope()
         del message["properties"]["delivery_tag"]
-        raw = json.dumps(message).encode()
-        assert_quarantined(safe_loads(raw, QUEUE), raw, "delivery_tag")
+        loaded = safe_loads(json.dumps(message).encode(), QUEUE)
+        assert isinstance(loaded["properties"]["delivery_tag"], str)
+
+    @pytest.mark.parametrize("kwargs", [{"attempt": "x"}, {"attempt": 0}, {"raw_encoding": "rot13"}, {"quarantine": 5}])
+    def test_ill_typed_task_kwargs_are_quarantined(self, kwargs: dict[str, Any]) -> None:
+        raw = json.dumps(_with_body(envelope(), [["{}"], kwargs, EMBED])).encode()
+        assert_quarantined(safe_loads(raw, QUEUE), raw, "task keyword")
 
     def test_quarantine_keeps_the_reason_and_text(self) -> None:
         args, kwargs, _ = unwrap(quarantine(b"abc", QUEUE, "why not"))
