@@ -107,7 +107,9 @@ class Stack:
             **extra,
         }
 
-    def start_worker(self, name: str = "w1", wait: bool = True, **extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "w1", wait: bool = True, pool: str = "solo", **extra: str
+    ) -> subprocess.Popen[bytes]:
         """A real `celery -A worker worker` process; waits until it has processed a probe request."""
         log = open(self.log_dir / f"{name}.log", "ab")
         command = [
@@ -118,7 +120,7 @@ class Stack:
             "worker",
             "worker",
             "--pool",
-            "solo",
+            pool,
             "--loglevel",
             "INFO",
             "-n",

@@ -51,6 +51,39 @@ def test_sigkill_mid_run_is_recovered_and_run_once_more(stack: Stack) -> None:
     assert len(runs) == 2  # the interrupted run and the one that finished
 
 
+def test_sigkill_of_a_prefork_child_mid_run_is_recovered(stack: Stack) -> None:
+    """The default pool: Celery requeues the lost child's message at once, while its lease still runs."""
+    import psutil
+
+    stack.env_overrides.update(FAST_RECOVERY)
+    worker = stack.start_worker("prefork", pool="prefork", TRIGGER_CONCURRENCY="1")
+    request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 8})
+    assert _wait_for(lambda: "wait_a_while` has started" in stack.logs(), timeout=90), stack.logs()
+    (child,) = psutil.Process(worker.pid).children()
+    child.send_signal(signal.SIGKILL)
+
+    state = stack.wait(request_id, timeout=120)
+
+    assert state.status is Status.SUCCEEDED, stack.logs()
+    assert state.attempts == 2
+    assert "trigger.deferred" in stack.logs()  # the requeued copy waited for the dead child's lease
+    assert len([r for r in zenml_runs("slow_pipeline") if r.status.value == "completed"]) == 1
+
+
+def test_a_storm_of_1000_identical_alerts_starts_one_run(stack: Stack) -> None:
+    stack.start_worker()
+    sent = [
+        stack.client.trigger("slow_pipeline", parameters={"seconds": 0.1}, idempotency_key="drift:storm")
+        for _ in range(1000)
+    ]
+
+    states = stack.wait_all(sent, timeout=300)
+
+    statuses = [s.status for s in states.values()]
+    assert statuses.count(Status.SUCCEEDED) == 1 and statuses.count(Status.DUPLICATE) == 999, stack.logs()
+    assert len(zenml_runs("slow_pipeline")) == 1
+
+
 def test_a_live_long_run_is_never_taken_twice(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     stack.start_worker("a")
