@@ -139,13 +139,16 @@ class Stack:
         assert state.status.terminal, f"worker not ready: {self.logs()}"
 
     def wait(self, request_id: str, timeout: float = 120, process: Any = None) -> RequestState:
+        """The request's state once terminal (or at the timeout). Raw pushes have no state until the
+        worker records one, so an unknown id is waited for too."""
         deadline = time.monotonic() + timeout
-        state = self.client.status(request_id)
-        while not state.status.terminal and time.monotonic() < deadline:
+        state = self.client.states.get(request_id)
+        while (state is None or not state.status.terminal) and time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise AssertionError(f"worker exited with {process.returncode}:\n{self.logs()}")
             time.sleep(0.1)
-            state = self.client.status(request_id)
+            state = self.client.states.get(request_id)
+        assert state is not None, f"no state recorded for {request_id} within {timeout}s:\n{self.logs()}"
         return state
 
     def wait_all(self, request_ids: list[str], timeout: float = 180) -> dict[str, RequestState]:
