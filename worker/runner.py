@@ -13,7 +13,7 @@ from typing import Any
 from pipelines.registry import RegisteredPipeline
 from producers.errors import TriggerError
 from worker.errors import PipelineRunFailed, RunSubmissionFailed, StoreUnavailable
-from worker.validation import RunPlan
+from worker.validation import RunPlan, step_options
 
 
 @dataclass(frozen=True)
@@ -70,10 +70,6 @@ def configured_pipeline(
     Parameters never go through ZenML's own config file: the worker has validated and mapped
     them, and a parameter fed by a pipeline argument would conflict there.
     """
-    step_options = {name: dict(options) for name, options in (run_config.get("steps") or {}).items()}
-    for name, params in steps.items():
-        if params:
-            step_options.setdefault(name, {})["parameters"] = params
     options = {k: v for k, v in run_config.items() if k not in ("steps", "parameters", "run_name")}
     if "execution_mode" not in options and "execution_mode" not in pipeline.configuration.model_fields_set:
         # Fail fast so the failing step's own exception reaches `classify`, typed, instead of
@@ -83,7 +79,7 @@ def configured_pipeline(
         options["extra"] = {**(pipeline.configuration.extra or {}), **extra}
     if run_name:
         options["run_name"] = run_name
-    return pipeline.with_options(steps=step_options, **options)
+    return pipeline.with_options(steps=step_options(steps, run_config.get("steps")), **options)
 
 
 class ZenMLRunner:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from producers.errors import Problem, TriggerError
 from worker.errors import PermanentError, PipelineRunFailed, RunSubmissionFailed, UnknownTemplate
 from worker.runner import RunOutcome
+from worker.validation import step_options
 
 if TYPE_CHECKING:
     from worker.templates import Template
@@ -109,10 +110,8 @@ def run_configuration(
     base: dict[str, Any], parameters: dict[str, Any], steps: dict[str, dict[str, Any]], run_name: str
 ) -> dict[str, Any]:
     """ZenML's run configuration for a server-side template run."""
-    step_options = {name: dict(options) for name, options in (base.get("steps") or {}).items()}
-    for name, params in steps.items():
-        if params:
-            step_options.setdefault(name, {})["parameters"] = params
     configuration = {k: v for k, v in base.items() if k not in ("steps", "parameters")}
-    configuration.update({"run_name": run_name, "parameters": parameters, "steps": step_options})
+    configuration.update(
+        {"run_name": run_name, "parameters": parameters, "steps": step_options(steps, base.get("steps"))}
+    )
     return configuration

@@ -27,9 +27,18 @@ class RunPlan:
     parameters: dict[str, Any] = field(default_factory=dict)
     steps: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def step_configuration(self) -> dict[str, dict[str, Any]]:
-        """ZenML's `steps=` form: `{step: {"parameters": {...}}}`."""
-        return {name: {"parameters": params} for name, params in self.steps.items() if params}
+    def step_configuration(self, base: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """ZenML's `steps=` form, `{step: {..., "parameters": {...}}}`, over a run config's own step options."""
+        return step_options(self.steps, base)
+
+
+def step_options(steps: dict[str, dict[str, Any]], base: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Per-step ZenML options: `base` (a run config's `steps` section) with validated parameters set."""
+    options = {name: dict(values) for name, values in (base or {}).items()}
+    for name, params in steps.items():
+        if params:
+            options.setdefault(name, {})["parameters"] = params
+    return options
 
 
 @lru_cache(maxsize=512)
