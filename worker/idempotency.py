@@ -5,11 +5,7 @@ from __future__ import annotations
 import redis
 
 from producers import keys
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+from worker.scripts import RELEASE_IF_OWNER
 
 
 class IdempotencyClaims:
@@ -18,7 +14,7 @@ class IdempotencyClaims:
     def __init__(self, client: redis.Redis, window: int) -> None:
         self.client = client
         self.window = window
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE_IF_OWNER)
 
     def claim(self, key: str, request_id: str) -> str:
         """Claim `key` for `request_id`; return the owner (ours on success or redelivery)."""

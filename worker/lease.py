@@ -17,13 +17,10 @@ import redis
 import structlog
 
 from producers import keys
+from worker.scripts import RELEASE_IF_OWNER
 
 log = structlog.get_logger("zenml_trigger")
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 _REFRESH = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -40,7 +37,7 @@ class Leases:
         self.timeout = timeout
         self.interval = interval
         self.holder = holder or uuid.uuid4().hex
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH)
 
     def acquire(self, request_id: str) -> bool:
@@ -49,11 +46,6 @@ class Leases:
         if self.client.set(key, self.holder, nx=True, ex=self.timeout):
             return True
         return self.client.get(key) == self.holder.encode()
-
-    def holder_of(self, request_id: str) -> str | None:
-        """Who holds the lease, if anyone alive does."""
-        value = self.client.get(keys.lease_key(request_id))
-        return value.decode() if value else None
 
     def refresh(self, request_id: str, delivery_tag: str | None) -> bool:
         """Extend the lease and mark the message as alive for kombu's restore sweep."""
