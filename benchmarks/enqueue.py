@@ -33,7 +33,7 @@ import redis
 
 from producers import keys
 from producers.client import TriggerClient
-from producers.contract import TriggerRequest, encode_request, normalize_steps
+from producers.contract import TriggerRequest, check_payload_size, encode_request, normalize_steps
 from producers.envelope import task_envelope
 from producers.settings import ProducerSettings
 from producers.state import RequestState
@@ -136,7 +136,7 @@ class Modes:
 
     def _prepare(self, request: TriggerRequest) -> tuple[str, str]:
         payload = encode_request(request)
-        self.client._check_size(payload)
+        check_payload_size(payload, self.client.settings.max_payload_bytes)
         envelope = task_envelope(keys.TASK_NAME, request.request_id, [payload], self.queue)
         return envelope, RequestState.queued(request).to_json()
 

@@ -11,9 +11,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers import keys
-from producers.contract import TriggerRequest, encode_request, normalize_steps
+from producers.contract import TriggerRequest, check_payload_size, encode_request, normalize_steps
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError, PayloadTooLarge, Problem, TriggerError
+from producers.errors import EnqueueError, TriggerError
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState, StateStore
 
@@ -88,7 +88,7 @@ class TriggerClient:
     def send(self, request: TriggerRequest) -> str:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
         payload = encode_request(request)
-        self._check_size(payload)
+        check_payload_size(payload, self.settings.max_payload_bytes)
         envelope = task_envelope(keys.TASK_NAME, request.request_id, [payload], self.settings.queue)
         state = RequestState.queued(request).to_json()
         try:
@@ -116,12 +116,6 @@ class TriggerClient:
     def wait(self, request_id: str, timeout: float) -> RequestState:
         """Block up to `timeout` seconds for the request to reach a terminal state."""
         return self.states.wait(request_id, timeout)
-
-    def _check_size(self, payload: str) -> None:
-        size = len(payload.encode())
-        if size > self.settings.max_payload_bytes:
-            limit = self.settings.max_payload_bytes
-            raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
 
     def _enqueue_error(self, request_id: str, exc: redis.RedisError) -> EnqueueError:
         where = redacted_url(self.settings.redis_url)

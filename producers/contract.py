@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from producers.errors import MalformedRequest, Problem
+from producers.errors import MalformedRequest, PayloadTooLarge, Problem
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[A-Za-z0-9_.:@/-]+$"
@@ -91,6 +91,13 @@ def normalize_steps(steps: Mapping[str, Any] | None) -> dict[str, StepOverride]:
         else:
             result[name] = StepOverride(parameters=dict(value))
     return result
+
+
+def check_payload_size(payload: bytes | str, limit: int) -> None:
+    """Raise `PayloadTooLarge` when the encoded request is over `limit` bytes (checked on both sides)."""
+    size = len(payload.encode() if isinstance(payload, str) else payload)
+    if size > limit:
+        raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
 
 
 def encode_request(request: TriggerRequest) -> str:

@@ -20,12 +20,17 @@ import structlog
 
 from pipelines.registry import PipelineRegistry, RegisteredPipeline
 from producers import keys
-from producers.contract import TriggerRequest, decode_request, encode_request, peek_request_id
+from producers.contract import (
+    TriggerRequest,
+    check_payload_size,
+    decode_request,
+    encode_request,
+    peek_request_id,
+)
 from producers.envelope import task_envelope
 from producers.errors import (
     InvalidRequest,
     MalformedRequest,
-    PayloadTooLarge,
     PermanentError,
     Problem,
     TransientError,
@@ -134,10 +139,7 @@ class Processor:
         payload = delivery.payload()
         if delivery.quarantine:
             raise MalformedRequest(raw=payload, details=[Problem("", delivery.quarantine)])
-        size = len(payload.encode() if isinstance(payload, str) else payload)
-        if size > self.s.settings.max_payload_bytes:
-            limit = self.s.settings.max_payload_bytes
-            raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
+        check_payload_size(payload, self.s.settings.max_payload_bytes)
         return decode_request(payload)
 
     def _reject_undecodable(self, delivery: Delivery, exc: InvalidRequest) -> RequestState:
