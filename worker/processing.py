@@ -186,12 +186,18 @@ class Processor:
         """
         delay = self.s.leases.remaining(request.request_id) + 1.0
         kwargs = {"attempt": delivery.attempt} if delivery.attempt is not None else {}
+        self._schedule(request, time.time() + delay, kwargs)
+        self.log.info("trigger.deferred", reason="another worker holds its lease", delay_s=round(delay, 1))
+        return state
+
+    def _schedule(
+        self, request: TriggerRequest, due: float, kwargs: dict[str, Any], pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Put the request back on the queue at `due` (epoch seconds), through the retry schedule."""
         envelope = task_envelope(
             keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, kwargs
         )
-        self.s.schedule.add(envelope, time.time() + delay)
-        self.log.info("trigger.deferred", reason="another worker holds its lease", delay_s=round(delay, 1))
-        return state
+        self.s.schedule.add(envelope, due, pipe)
 
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)
@@ -374,16 +380,9 @@ class Processor:
             error=ErrorInfo(**exc.as_dict()),
             next_attempt_at=datetime.fromtimestamp(due, timezone.utc),
         )
-        envelope = task_envelope(
-            keys.TASK_NAME,
-            request.request_id,
-            [encode_request(request)],
-            self.s.settings.queue,
-            {"attempt": attempt + 1},
-        )
         pipe = self.s.states.client.pipeline(transaction=True)
         self.s.states.put(state, pipe)
-        self.s.schedule.add(envelope, due, pipe)
+        self._schedule(request, due, {"attempt": attempt + 1}, pipe)
         pipe.execute()
         self.log.warning("trigger.retrying", attempt=attempt, delay_s=round(delay, 3), error=exc.message)
         return state
