@@ -113,27 +113,31 @@ class ZenMLRunner:
 
     def find(self, run_name: str, entry: RegisteredPipeline) -> RunOutcome | None:
         """The outcome of an earlier attempt's run, if ZenML has it."""
-        from zenml.client import Client
-
-        try:
-            run = Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
-        except KeyError:
-            return None
-        return self._outcome(run, entry)
+        run = _run_named(run_name)
+        return None if run is None else self._outcome(run, entry)
 
     def _run_id(self, run_name: str) -> str | None:
-        from zenml.client import Client
-
         try:
-            return str(Client().get_pipeline_run(run_name, allow_name_prefix_match=False).id)
-        except Exception:  # noqa: BLE001 - the run may not exist, or the store may be down
+            run = _run_named(run_name)
+        except Exception:  # noqa: BLE001 - the store may be down; the failure is classified without an id
             return None
+        return None if run is None else str(run.id)
 
     def _outcome(self, run: Any, entry: RegisteredPipeline) -> RunOutcome:
         status = getattr(run.status, "value", str(run.status))
         return RunOutcome(
             run_id=str(run.id), run_name=run.name, status=status, metrics=_metrics(run, entry.metrics_step)
         )
+
+
+def _run_named(run_name: str) -> Any:
+    """The ZenML run with exactly this name, or None."""
+    from zenml.client import Client
+
+    try:
+        return Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
+    except KeyError:
+        return None
 
 
 def _metrics(run: Any, step_name: str) -> dict[str, Any] | None:
