@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from pipelines.registry import PipelineRegistry
 from producers.client import connect
 from producers.state import StateStore
@@ -20,14 +18,9 @@ from worker.settings import WorkerSettings
 from worker.templates import TemplateStore
 
 
-def redis_client(settings: WorkerSettings) -> redis.Redis:
-    """The worker's own Redis client: bounded timeouts, reconnecting on the next call."""
-    return connect(settings)
-
-
 def build_services(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Services:
     """Every service the processor needs, wired to one Redis client."""
-    client = redis_client(settings)
+    client = connect(settings)
     return Services(
         settings=settings,
         registry=registry or PipelineRegistry.from_paths(settings.pipelines),

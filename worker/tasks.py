@@ -10,9 +10,10 @@ from celery.exceptions import Reject
 
 from pipelines.registry import RegistryError
 from producers import keys
+from producers.client import connect
 from worker.logs import configure_logging, get_logger
 from worker.processing import Delivery, Processor
-from worker.runtime import build_processor, redis_client
+from worker.runtime import build_processor
 from worker.schedule import RetrySchedule, ScheduleReleaser
 from worker.settings import WorkerSettings
 
@@ -91,7 +92,7 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
     if _app is None or _releaser is not None:
         return
     settings = settings_of(_app)
-    _releaser = ScheduleReleaser(RetrySchedule(redis_client(settings), settings.queue))
+    _releaser = ScheduleReleaser(RetrySchedule(connect(settings), settings.queue))
     _releaser.start()
 
 
