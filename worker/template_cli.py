@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +13,12 @@ from producers.cli import parse_assignment, parse_step_assignments
 from producers.errors import Problem
 from worker.errors import InvalidParameters
 from worker.settings import WorkerSettings
-from worker.templates import Template, TemplateStore, allow_problems, split_run_config
+from worker.templates import NAME_PATTERN, Template, TemplateStore, allow_problems, split_run_config
 
 
 @click.group()
 def templates() -> None:
     """Run templates: named, versioned ZenML snapshots with controlled overrides."""
-
-
-TEMPLATE_NAME = re.compile(r"^[A-Za-z0-9_.:/-]+$")
 
 
 def _load_config(path: str | None) -> dict[str, Any]:
@@ -87,7 +83,7 @@ def create(
     from worker.signature import inspect_pipeline
     from worker.validation import plan_run
 
-    if not TEMPLATE_NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise click.ClickException(
             f"template name {name!r}: use letters, digits and _ . : / - (no '@', which marks versions)"
         )

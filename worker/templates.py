@@ -19,7 +19,10 @@ from worker.signature import PipelineSignature
 
 TEMPLATE_TAG = "zenml-trigger-template"
 EXTRA_KEY = "zenml_trigger_template"
-REF_PATTERN = re.compile(r"^(?P<name>[A-Za-z0-9_.:/-]+?)(?:@(?P<version>\d+))?$")
+NAME_CHARS = r"[A-Za-z0-9_.:/-]"
+"""What a template name is made of; `@` is kept for versions."""
+NAME_PATTERN = re.compile(rf"^{NAME_CHARS}+$")
+REF_PATTERN = re.compile(rf"^(?P<name>{NAME_CHARS}+?)(?:@(?P<version>\d+))?$")
 UUID_PATTERN = re.compile(r"^[0-9a-fA-F-]{32,36}$")
 
 
