@@ -144,9 +144,8 @@ class Processor:
 
     def _reject_undecodable(self, delivery: Delivery, exc: InvalidRequest) -> RequestState:
         payload = delivery.payload()
-        request_id = self._undecodable_id(delivery, payload)
+        request_id, state = self._undecodable_state(delivery, payload)
         with structlog.contextvars.bound_contextvars(request_id=request_id):
-            state = self.s.states.get(request_id)
             if state is not None and state.status.terminal:
                 self.log.info("trigger.skipped", reason="already finished", status=state.status.value)
                 return state
@@ -154,11 +153,15 @@ class Processor:
             state = state or RequestState(request_id=request_id, status=Status.QUEUED, source="unknown")
             return self._end(state, Status.REJECTED, exc, attempt=1, raw=payload)
 
-    def _undecodable_id(self, delivery: Delivery, payload: bytes | str) -> str:
-        """The id to record an unreadable message under: the producer's, else one the payload names."""
-        if delivery.task_id and self.s.states.get(delivery.task_id) is not None:
-            return delivery.task_id
-        return peek_request_id(payload) or delivery.task_id or f"malformed-{uuid.uuid4().hex}"
+    def _undecodable_state(self, delivery: Delivery, payload: bytes | str) -> tuple[str, RequestState | None]:
+        """The id to record an unreadable message under (the producer's, else one the payload names),
+        with the state already recorded under it, read once."""
+        if delivery.task_id:
+            state = self.s.states.get(delivery.task_id)
+            if state is not None:
+                return delivery.task_id, state
+        request_id = peek_request_id(payload) or delivery.task_id or f"malformed-{uuid.uuid4().hex}"
+        return request_id, self.s.states.get(request_id)
 
     # -- the request path --------------------------------------------------
 
