@@ -18,7 +18,6 @@ from pydantic_settings import SettingsError
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
 from producers.errors import TriggerError
-from producers.settings import ProducerSettings
 from producers.state import RequestState
 
 WORKER_COMMANDS = {
@@ -187,8 +186,7 @@ def send(
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(request_id: str, wait: float | None, as_json: bool) -> None:
     """Show a request's state."""
-    settings = ProducerSettings()
-    client = TriggerClient.from_settings(settings)
+    client = TriggerClient.from_env()
     state = client.wait(request_id, wait) if wait else client.status(request_id)
     print_state(state, as_json)
 
