@@ -73,6 +73,11 @@ class PipelineSignature:
     parameters: dict[str, ParameterSpec]
     steps: dict[str, StepSpec]
 
+    def feeder(self, step: str, parameter: str) -> str | None:
+        """The pipeline parameter the code passes into `step.parameter`, if any."""
+        spec = self.steps.get(step)
+        return spec.fed_by.get(parameter) if spec else None
+
     def feeders(self, pipeline_parameter: str) -> list[str]:
         """`step.param` paths fed directly by one pipeline parameter."""
         return [

@@ -132,8 +132,7 @@ _UNSET = object()
 def _step_path_allowed(template: Template, signature: PipelineSignature, step: str, name: str, path: str) -> bool:
     if path in template.allow:
         return True
-    spec = signature.steps.get(step)
-    feeder = spec.fed_by.get(name) if spec else None
+    feeder = signature.feeder(step, name)
     return feeder is not None and f"parameters.{feeder}" in template.allow
 
 
@@ -141,10 +140,10 @@ def _template_value(template: Template, signature: PipelineSignature, step: str,
     """What the template runs with for one step parameter: its own value, the feeding argument's, or the default."""
     if name in template.steps.get(step, {}):
         return template.steps[step][name]
-    spec = signature.steps.get(step)
-    feeder = spec.fed_by.get(name) if spec else None
+    feeder = signature.feeder(step, name)
     if feeder:
         return _pipeline_value(template, signature, feeder)
+    spec = signature.steps.get(step)
     parameter = spec.parameters.get(name) if spec else None
     return parameter.default if parameter is not None and not parameter.required else _UNSET
 
@@ -172,9 +171,8 @@ def merged(
     """
     merged_params = dict(template.parameters)
     for step_name, params in steps.items():
-        spec = signature.steps.get(step_name)
         for name in params:
-            feeder = spec.fed_by.get(name) if spec else None
+            feeder = signature.feeder(step_name, name)
             if feeder is not None and feeder not in parameters:
                 merged_params.pop(feeder, None)
     merged_params.update(parameters)
