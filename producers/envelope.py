@@ -33,6 +33,21 @@ def task_envelope(
     return f'{{"body":"{body}",{head}{ids}{tail}}}'
 
 
+def raw_as_text(raw: bytes | str) -> tuple[str, str]:
+    """A payload as JSON-safe text and its encoding: itself when UTF-8, base64 otherwise, so no byte is lost."""
+    if isinstance(raw, str):
+        return raw, "utf-8"
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode(), "base64"
+
+
+def raw_from_text(text: str, encoding: str) -> bytes | str:
+    """Undo `raw_as_text`: base64 back to the original bytes; UTF-8 text stays text."""
+    return base64.b64decode(text) if encoding == "base64" else text
+
+
 @lru_cache(maxsize=64)
 def _parts(task_name: str, queue: str) -> tuple[str, str, str]:
     """The constant JSON around the per-message values, per task and queue."""

@@ -6,7 +6,6 @@ by age and size on every write (dramatiq's dead-letter queue, with a key per let
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 from datetime import datetime
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from producers import keys
 from producers.contract import utc_now
+from producers.envelope import raw_as_text, raw_from_text
 from producers.state import ErrorInfo
 
 
@@ -38,21 +38,12 @@ class DeadLetter(BaseModel):
     dead_lettered_at: datetime = Field(default_factory=utc_now)
     replayed_as: list[str] = Field(default_factory=list)
 
-    @staticmethod
-    def encode_raw(raw: bytes | str) -> tuple[str, str]:
-        """Raw payload as text: UTF-8 when it is, base64 otherwise, so no byte is lost."""
-        if isinstance(raw, str):
-            return raw, "utf-8"
-        try:
-            return raw.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            return base64.b64encode(raw).decode(), "base64"
+    encode_raw = staticmethod(raw_as_text)
 
     def raw_bytes(self) -> bytes:
         """The payload exactly as it arrived."""
-        if self.raw_encoding == "base64":
-            return base64.b64decode(self.raw_payload)
-        return self.raw_payload.encode()
+        raw = raw_from_text(self.raw_payload, self.raw_encoding)
+        return raw if isinstance(raw, bytes) else raw.encode()
 
 
 class DeadLetterStore:

@@ -6,7 +6,6 @@ whole path is callable and testable on its own.
 
 from __future__ import annotations
 
-import base64
 import socket
 import time
 import uuid
@@ -27,7 +26,7 @@ from producers.contract import (
     encode_request,
     peek_request_id,
 )
-from producers.envelope import task_envelope
+from producers.envelope import raw_from_text, task_envelope
 from producers.errors import (
     InvalidRequest,
     MalformedRequest,
@@ -78,9 +77,7 @@ class Delivery:
 
     def payload(self) -> bytes | str:
         """The original bytes (undoing the transport's base64 for non-UTF-8 garbage)."""
-        if self.raw_encoding == "base64" and isinstance(self.raw, str):
-            return base64.b64decode(self.raw)
-        return self.raw
+        return raw_from_text(self.raw, self.raw_encoding) if isinstance(self.raw, str) else self.raw
 
 
 @dataclass(frozen=True)

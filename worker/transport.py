@@ -17,7 +17,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 
 from producers import keys
-from producers.envelope import CONTENT_TYPE, task_envelope
+from producers.envelope import CONTENT_TYPE, raw_as_text, task_envelope
 
 TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding"})
 """Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
@@ -85,10 +85,7 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
 
 def quarantine(item: bytes, queue: str, reason: str) -> dict[str, Any]:
     """A well-formed task message that carries an unreadable item to the worker for rejection."""
-    try:
-        text, encoding = item.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(item).decode(), "base64"
+    text, encoding = raw_as_text(item)
     kwargs = {"quarantine": reason, "raw_encoding": encoding}
     return json.loads(task_envelope(keys.TASK_NAME, f"quarantine-{uuid.uuid4().hex}", [text], queue, kwargs))
 
