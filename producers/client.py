@@ -89,16 +89,19 @@ class TriggerClient:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
         payload = encode_request(request)
         check_payload_size(payload, self.settings.max_payload_bytes)
-        envelope = task_envelope(keys.TASK_NAME, request.request_id, [payload], self.settings.queue)
-        state = RequestState.queued(request).to_json()
+        return self.enqueue(RequestState.queued(request), payload)
+
+    def enqueue(self, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None) -> str:
+        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
+        envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], self.settings.queue, task_kwargs)
         try:
             self._enqueue(
-                keys=[keys.state_key(request.request_id), self.settings.queue],
-                args=[state, self.settings.state_ttl, envelope],
+                keys=[keys.state_key(state.request_id), self.settings.queue],
+                args=[state.to_json(), self.settings.state_ttl, envelope],
             )
         except redis.RedisError as exc:
-            raise self._enqueue_error(request.request_id, exc) from None
-        return request.request_id
+            raise self._enqueue_error(state.request_id, exc) from None
+        return state.request_id
 
     def try_send(self, request: TriggerRequest) -> str | None:
         """Fire-and-forget: like `send`, but logs and counts a failure instead of raising."""

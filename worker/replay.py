@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from producers import keys
 from producers.client import TriggerClient
 from producers.contract import decode_request, new_request_id, utc_now
-from producers.envelope import task_envelope
 from producers.errors import InvalidRequest
 from producers.state import RequestState, Status
 from worker.dead_letters import DeadLetter, DeadLetterStore
@@ -31,15 +29,13 @@ def replay(letter: DeadLetter, client: TriggerClient, store: DeadLetterStore) ->
 
 def _replay_raw(letter: DeadLetter, client: TriggerClient) -> str:
     """An unreadable payload goes back as it was, so the worker rejects it again (never loops)."""
-    new_id = f"replay-{uuid.uuid4().hex}"
-    kwargs = {"raw_encoding": letter.raw_encoding}
-    envelope = task_envelope(keys.TASK_NAME, new_id, [letter.raw_payload], client.settings.queue, kwargs)
-    state = RequestState(request_id=new_id, status=Status.QUEUED, source=letter.source, replay_of=letter.request_id)
-    pipe = client.redis.pipeline(transaction=True)
-    client.states.put(state, pipe)
-    pipe.lpush(client.settings.queue, envelope)
-    pipe.execute()
-    return new_id
+    state = RequestState(
+        request_id=f"replay-{uuid.uuid4().hex}",
+        status=Status.QUEUED,
+        source=letter.source,
+        replay_of=letter.request_id,
+    )
+    return client.enqueue(state, letter.raw_payload, {"raw_encoding": letter.raw_encoding})
 
 
 def _link(letter: DeadLetter, new_id: str, client: TriggerClient, store: DeadLetterStore) -> None:
