@@ -30,6 +30,16 @@ def dead_letter_key(request_id: str) -> str:
     return f"{KEY_PREFIX}:dead-letter:{request_id}"
 
 
+DEAD_LETTER_SIZES_KEY = f"{KEY_PREFIX}:dead-letter-sizes"
+"""Hash of dead-lettered request id -> bytes of its stored record, so pruning by bytes reads no record."""
+
+DEAD_LETTER_BYTES_KEY = f"{KEY_PREFIX}:dead-letter-bytes"
+"""Running total of the bytes in `DEAD_LETTER_SIZES_KEY`, checked against the store's byte cap."""
+
+DEAD_LETTER_REPLAYS_KEY = f"{KEY_PREFIX}:dead-letter-replays"
+"""Hash of dead-lettered request id -> comma-separated ids it was replayed as (appended atomically)."""
+
+
 FAILED_ENQUEUES_KEY = f"{KEY_PREFIX}:stats:enqueue-failures"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from producers.client import TriggerClient
+from producers.errors import TriggerError
 from worker.dead_letters import DeadLetter, DeadLetterStore
 from worker.settings import WorkerSettings
 
@@ -72,7 +73,7 @@ def worker(celery_args: tuple[str, ...]) -> None:
 
 def _store(settings: WorkerSettings) -> tuple[TriggerClient, DeadLetterStore]:
     client = TriggerClient.from_settings(settings)
-    return client, DeadLetterStore(client.redis, settings.dead_letter_max_size, settings.dead_letter_max_age)
+    return client, DeadLetterStore.from_settings(client.redis, settings)
 
 
 @click.group()
@@ -92,6 +93,7 @@ def dlq_list(limit: int, as_json: bool) -> None:
         return
     for letter in letters:
         replayed = f"  replayed as {', '.join(letter.replayed_as)}" if letter.replayed_as else ""
+        replayed += f"  [payload truncated, {letter.payload_size} bytes]" if letter.payload_truncated else ""
         click.echo(
             f"{letter.dead_lettered_at:%Y-%m-%d %H:%M:%S}  {letter.request_id}  {letter.status:<13} "
             f"{letter.pipeline_name or letter.template or '-'}  {letter.error.type}: {letter.reason[:80]}{replayed}"
@@ -117,21 +119,29 @@ def dlq_show(request_id: str, as_json: bool) -> None:
 
 @dlq.command("replay")
 @click.argument("request_id", required=False)
-@click.option("--all", "replay_everything", is_flag=True, help="Replay every letter not replayed yet.")
+@click.option("--all", "replay_everything", is_flag=True, help="Replay every letter not replayed yet nor a replay.")
 def dlq_replay(request_id: str | None, replay_everything: bool) -> None:
     """Enqueue a dead letter's request again under a new id."""
-    from worker.replay import replay, replay_all
-
     if bool(request_id) == replay_everything:
         raise click.UsageError("give a REQUEST_ID or --all (exactly one)")
     client, store = _store(WorkerSettings())
-    pairs = (
-        replay_all(client, store)
-        if replay_everything
-        else [(request_id, replay(_require(store, request_id), client, store))]
-    )
+    try:
+        pairs = _replay_pairs(client, store, request_id)
+    except TriggerError as exc:
+        raise click.ClickException(str(exc)) from None
     for old, new in pairs:
         click.echo(f"{old} -> {new}")
+    if not pairs:
+        click.echo("nothing to replay", err=True)
+
+
+def _replay_pairs(client: TriggerClient, store: DeadLetterStore, request_id: str | None) -> list[tuple[str, str]]:
+    """(old id, new id) of one explicit replay, or of `replay_all` when no id is given."""
+    from worker.replay import replay, replay_all
+
+    if request_id is None:
+        return replay_all(client, store)
+    return [(request_id, replay(_require(store, request_id), client, store))]
 
 
 @dlq.command("purge")
