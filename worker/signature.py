@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
+from pydantic.fields import FieldInfo
+
 MARKER_PREFIX = "\x00zenml-trigger-parameter:"
 
 
@@ -103,18 +105,44 @@ class PipelineSignature:
 
 
 def annotation_name(annotation: Any) -> str:
-    """A readable name for a type annotation."""
+    """A readable name for a type annotation; `Annotated` shows its bounds (`int in [1, 1000]`)."""
     if annotation is inspect.Parameter.empty or annotation is Any:
         return "any"
+    if typing.get_origin(annotation) is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        return " ".join([annotation_name(base), *constraint_names(metadata)])
     if isinstance(annotation, type) and typing.get_origin(annotation) is None:
         return annotation.__name__
     return str(annotation).replace("typing.", "")
 
 
+def constraint_names(metadata: list[Any]) -> list[str]:
+    """`Annotated` metadata as people read it: bounds as an interval, validators by name."""
+    flat = [item for entry in metadata for item in (entry.metadata if isinstance(entry, FieldInfo) else [entry])]
+    bounds = {key: getattr(item, key) for item in flat for key in _SIGNS if getattr(item, key, None) is not None}
+    names = [_bounds_name(bounds)] if bounds else []
+    validators = [item.func for item in flat if callable(getattr(item, "func", None))]
+    return names + [f"checked by {getattr(func, '__name__', repr(func))}" for func in validators]
+
+
+_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+_BRACKETS = {"ge": "[", "gt": "(", "le": "]", "lt": ")"}
+
+
+def _bounds_name(bounds: dict[str, Any]) -> str:
+    """`in [1, 1000]` when bounded on both sides, else `>= 0` or `< 5`."""
+    low = next((key for key in ("ge", "gt") if key in bounds), None)
+    high = next((key for key in ("le", "lt") if key in bounds), None)
+    if low and high:
+        return f"in {_BRACKETS[low]}{bounds[low]}, {bounds[high]}{_BRACKETS[high]}"
+    key = low or high or ""
+    return f"{_SIGNS[key]} {bounds[key]}"
+
+
 def function_parameters(function: Any) -> dict[str, ParameterSpec]:
     """Parameters of a function with resolved annotations."""
     try:
-        hints = typing.get_type_hints(function, include_extras=False)
+        hints = typing.get_type_hints(function, include_extras=True)  # keep `Annotated` bounds and validators
     except Exception:  # noqa: BLE001 - unresolvable forward refs fall back to raw annotations
         hints = {}
     specs = {}

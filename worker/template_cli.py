@@ -81,13 +81,14 @@ def create(
     """Snapshot a registered pipeline with its configuration as the next version of NAME."""
     from pipelines.registry import PipelineRegistry
     from worker.signature import inspect_pipeline
-    from worker.validation import plan_run
+    from worker.validation import plan_run, worker_context
 
     if not NAME_PATTERN.match(name):
         raise click.ClickException(
             f"template name {name!r}: use letters, digits and _ . : / - (no '@', which marks versions)"
         )
-    entry = PipelineRegistry.from_paths(WorkerSettings().pipelines).get(pipeline_name)
+    settings = WorkerSettings()
+    entry = PipelineRegistry.from_paths(settings.pipelines).get(pipeline_name)
     if entry is None:
         raise click.ClickException(f"pipeline {pipeline_name!r} is not registered (see `trigger pipelines`)")
     signature = inspect_pipeline(entry.pipeline)
@@ -97,7 +98,7 @@ def create(
         steps.setdefault(step, {}).update(values)
     problems = allow_problems(signature, allow)
     try:
-        plan = plan_run(signature, parameters, {k: v for k, v in steps.items() if v})
+        plan = plan_run(signature, parameters, {k: v for k, v in steps.items() if v}, worker_context(settings))
     except InvalidParameters as exc:
         problems += exc.details
     if problems:

@@ -8,14 +8,17 @@ arguments moved onto those arguments (ZenML refuses them as step configuration).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from pipelines.data import DATA_ROOT
 from producers.errors import Problem
 from worker.errors import InvalidParameters
+from worker.settings import WorkerSettings
 from worker.signature import ParameterSpec, PipelineSignature, StepSpec
 
 
@@ -42,18 +45,31 @@ def step_options(steps: dict[str, dict[str, Any]], base: dict[str, Any] | None =
 
 
 @lru_cache(maxsize=512)
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
+def _cached_adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def check_value(spec: ParameterSpec, value: Any, path: str) -> list[Problem]:
-    """Problems with `value` for `spec`, validated as strict JSON (no `"10"` for an int)."""
+def _adapter(annotation: Any) -> TypeAdapter[Any]:
+    """The adapter for `annotation`; one whose `Annotated` metadata is unhashable is built uncached."""
+    try:
+        hash(annotation)
+    except TypeError:
+        return TypeAdapter(annotation)
+    return _cached_adapter(annotation)
+
+
+def check_value(spec: ParameterSpec, value: Any, path: str, context: Mapping[str, Any] | None = None) -> list[Problem]:
+    """Problems with `value` for `spec`, validated as strict JSON (no `"10"` for an int).
+
+    `context` reaches validators in the annotation (`ValidationInfo.context`); the worker
+    passes `{"data_root": ...}` so `pipelines.data.DataUrl` can check local paths.
+    """
     try:
         adapter = _adapter(spec.annotation)
     except Exception:  # noqa: BLE001 - an annotation pydantic cannot express accepts any JSON value
         return []
     try:
-        adapter.validate_json(json.dumps(value), strict=True)
+        adapter.validate_json(json.dumps(value), strict=True, context=context)
     except ValidationError as exc:
         return [_value_problem(path, item, spec) for item in exc.errors(include_url=False)]
     return []
@@ -62,6 +78,8 @@ def check_value(spec: ParameterSpec, value: Any, path: str) -> list[Problem]:
 def _value_problem(path: str, item: dict[str, Any], spec: ParameterSpec) -> Problem:
     inner = ".".join(str(part) for part in item["loc"])
     where = f"{path}.{inner}" if inner else path
+    if item["type"] == "value_error":  # a validator's own message already says what is wrong
+        return Problem(where, item["msg"].removeprefix("Value error, "))
     return Problem(where, f"{item['msg']} (expected {spec.type_name})")
 
 
@@ -73,8 +91,9 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 class Validator:
     """Checks one request's parameters against one signature; collects every problem."""
 
-    def __init__(self, signature: PipelineSignature) -> None:
+    def __init__(self, signature: PipelineSignature, context: Mapping[str, Any] | None = None) -> None:
         self.signature = signature
+        self.context = context
         self.problems: list[Problem] = []
         self.parameters: dict[str, Any] = {}
         self.mapped: dict[str, tuple[str, Any]] = {}
@@ -98,7 +117,7 @@ class Validator:
         if spec is None:
             self.problems.append(Problem(path, _unknown("pipeline parameter", name, list(self.signature.parameters))))
             return
-        problems = check_value(spec, value, path)
+        problems = check_value(spec, value, path, self.context)
         self.problems.extend(problems)
         if not problems:
             self.parameters[name] = value
@@ -117,7 +136,7 @@ class Validator:
         if problem:
             self.problems.append(Problem(path, problem))
             return
-        problems = check_value(step.parameters[name], value, path)
+        problems = check_value(step.parameters[name], value, path, self.context)
         self.problems.extend(problems)
         if problems:
             return
@@ -174,6 +193,20 @@ class Validator:
                 )
 
 
-def plan_run(signature: PipelineSignature, parameters: dict[str, Any], steps: dict[str, dict[str, Any]]) -> RunPlan:
-    """Validate and map a request's parameters into a `RunPlan`."""
-    return Validator(signature).plan(parameters, steps)
+def plan_run(
+    signature: PipelineSignature,
+    parameters: dict[str, Any],
+    steps: dict[str, dict[str, Any]],
+    context: Mapping[str, Any] | None = None,
+) -> RunPlan:
+    """Validate and map a request's parameters into a `RunPlan`.
+
+    `context` is pydantic's validation context. The worker passes `worker_context(settings)`;
+    without one, validators skip checks that need the worker's configuration.
+    """
+    return Validator(signature, context).plan(parameters, steps)
+
+
+def worker_context(settings: WorkerSettings) -> dict[str, Any]:
+    """The validation context a worker validates requests with: `{"data_root": Path | None}`."""
+    return {DATA_ROOT: settings.data_root}

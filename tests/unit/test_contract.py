@@ -6,8 +6,10 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from click.testing import CliRunner
 from pydantic import ValidationError
 
+from producers.cli import cli
 from producers.contract import (
     StepOverride,
     TriggerRequest,
@@ -15,6 +17,7 @@ from producers.contract import (
     encode_request,
     normalize_steps,
     peek_request_id,
+    problems_from_validation,
 )
 from producers.errors import InvalidRequest, MalformedRequest, PermanentError
 
@@ -206,3 +209,51 @@ def test_non_finite_floats_do_not_silently_become_null(value: float) -> None:
     except ValidationError:
         return
     assert decode_request(encode_request(request)).parameters["threshold"] is not None
+
+
+class TestErrorPaths:
+    """A value that does not fit is reported at its full path, without `JsonValue`'s union tag (`.float`)."""
+
+    def test_normalize_steps_locates_a_bad_value_from_the_request_root(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            normalize_steps({"train_model": {"n_estimators": float("inf")}})
+        [error] = info.value.errors()
+        assert error["loc"] == ("steps", "train_model", "parameters", "n_estimators")
+        assert error["type"] == "finite_number" and error["msg"] == "Input should be a finite number"
+
+    def test_nested_values_keep_keys_and_indexes_but_lose_tags(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            normalize_steps({"s": {"parameters": {"grid": [1, {"depth": float("nan")}]}}})
+        assert problems_from_validation(info.value)[0].path == "steps.s.parameters.grid.1.depth"
+
+    def test_a_parameter_named_like_a_tag_keeps_its_name(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            normalize_steps({"float": {"float": [float("inf")]}})
+        assert problems_from_validation(info.value)[0].path == "steps.float.parameters.float.0"
+
+    def test_a_value_that_is_not_json_is_located_too(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            normalize_steps({"s": {"when": datetime(2026, 1, 1)}})
+        assert problems_from_validation(info.value)[0].path == "steps.s.parameters.when"
+
+    def test_top_level_parameters_and_metadata(self) -> None:
+        with pytest.raises(ValidationError) as info:
+            TriggerRequest(pipeline_name="p", parameters={"x": float("inf")}, metadata={"m": {"k": float("-inf")}})
+        assert [p.path for p in problems_from_validation(info.value)] == ["parameters.x", "metadata.m.k"]
+
+    def test_a_decoded_infinity_is_reported_at_its_path(self) -> None:
+        raw = json.dumps({"pipeline_name": "p", "steps": {"t": {"parameters": {"n": [float("inf")]}}}})
+        with pytest.raises(MalformedRequest) as info:
+            decode_request(raw)
+        assert paths(info.value) == {"steps.t.parameters.n.0"}
+
+    @pytest.mark.parametrize(
+        ("option", "path"),
+        [("-s", "steps.train_model.parameters.n_estimators"), ("-p", "parameters.n_estimators")],
+    )
+    def test_trigger_send_reports_the_full_path(self, option: str, path: str) -> None:
+        assignment = ("train_model." if option == "-s" else "") + "n_estimators=1e400"
+        result = CliRunner().invoke(cli, ["send", "training_pipeline", option, assignment])
+        assert result.exit_code == 2
+        assert f"Error: {path}: Input should be a finite number" in result.output
+        assert ".float" not in result.output

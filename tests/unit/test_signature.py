@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+import typing
+from typing import Annotated, Any
 
+import annotated_types
 import pytest
+from pydantic import AfterValidator, Field
 
+from pipelines.data import check_data_url
 from pipelines.training import training_pipeline
 from worker.signature import PipelineSignature, annotation_name, inspect_pipeline
 
@@ -45,7 +49,8 @@ def test_step_parameters_and_defaults(signature: PipelineSignature) -> None:
     train = signature.steps["train_model"]
     assert set(train.configurable) == {"model_type", "n_estimators", "random_state"}
     n_estimators = train.parameters["n_estimators"]
-    assert n_estimators.annotation is int
+    assert typing.get_origin(n_estimators.annotation) is Annotated
+    assert typing.get_args(n_estimators.annotation)[0] is int
     assert n_estimators.default == 100
     assert not n_estimators.required
     assert not train.fixed and not train.derived
@@ -71,3 +76,34 @@ def test_describe_shows_feeding_and_artifacts(signature: PipelineSignature) -> N
 @pytest.mark.parametrize(("annotation", "name"), [(int, "int"), (Any, "any"), (dict[str, int], "dict[str, int]")])
 def test_annotation_name(annotation: Any, name: str) -> None:
     assert annotation_name(annotation) == name
+
+
+def test_annotated_metadata_is_kept_so_validation_sees_the_bounds(signature: PipelineSignature) -> None:
+    annotation = signature.steps["load_data"].parameters["n_samples"].annotation
+    metadata = [item for entry in typing.get_args(annotation)[1:] for item in entry.metadata]
+    assert metadata == [annotated_types.Ge(100), annotated_types.Le(10_000)]
+    data_url = signature.parameters["data_url"].annotation
+    assert AfterValidator(check_data_url) in typing.get_args(data_url)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "name"),
+    [
+        (Annotated[int, Field(ge=1, le=1000)], "int in [1, 1000]"),
+        (Annotated[float, Field(gt=0, lt=1)], "float in (0, 1)"),
+        (Annotated[int, Field(ge=0)], "int >= 0"),
+        (Annotated[float, annotated_types.Lt(5)], "float < 5"),
+        (Annotated[int, annotated_types.Interval(gt=0, le=9)], "int in (0, 9]"),
+        (Annotated[str, AfterValidator(check_data_url)], "str checked by check_data_url"),
+        (Annotated[typing.Literal["a", "b"], Field(description="no bounds")], "Literal['a', 'b']"),
+    ],
+)
+def test_annotated_names_show_bounds_and_validators(annotation: Any, name: str) -> None:
+    assert annotation_name(annotation) == name
+
+
+def test_pipelines_listing_shows_the_bounds(signature: PipelineSignature) -> None:
+    train = next(step for step in signature.describe()["steps"] if step["name"] == "train_model")
+    by_name = {param["name"]: param for param in train["parameters"]}
+    assert by_name["n_estimators"]["type"] == "int in [1, 1000]"
+    assert by_name["random_state"]["type"] == f"int in [0, {2**32 - 1}]"

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from zenml import pipeline, step
 
 from pipelines.training import training_pipeline
 from worker.errors import InvalidParameters
-from worker.signature import PipelineSignature, inspect_pipeline
-from worker.validation import RunPlan, plan_run
+from worker.settings import WorkerSettings
+from worker.signature import ParameterSpec, PipelineSignature, inspect_pipeline
+from worker.template_cli import templates
+from worker.validation import RunPlan, check_value, plan_run, worker_context
 
 
 @step
@@ -76,9 +80,9 @@ class TestTrainingPipeline:
         assert plan.step_configuration() == {}
 
     def test_load_data_url_maps_onto_pipeline_data_url(self, training: PipelineSignature) -> None:
-        plan = plan_run(training, {}, {"load_data": {"data_url": "file:///tmp/x.csv", "n_samples": 50}})
+        plan = plan_run(training, {}, {"load_data": {"data_url": "file:///tmp/x.csv", "n_samples": 500}})
         assert plan.parameters == {"data_url": "file:///tmp/x.csv"}
-        assert plan.steps == {"load_data": {"n_samples": 50}}
+        assert plan.steps == {"load_data": {"n_samples": 500}}
 
     def test_same_value_at_both_levels_is_fine(self, training: PipelineSignature) -> None:
         plan = plan_run(
@@ -138,8 +142,8 @@ class TestTrainingPipeline:
             "n_estimators": 10
         }
 
-    def test_float_parameter_accepts_an_int(self, training: PipelineSignature) -> None:
-        assert plan_run(training, {}, {"preprocess": {"test_size": 1}}).steps == {"preprocess": {"test_size": 1}}
+    def test_float_parameter_accepts_an_int(self) -> None:
+        assert check_value(ParameterSpec("ratio", float), 1, "ratio") == []
 
     def test_bad_literal_at_step_level(self, training: PipelineSignature) -> None:
         found = problems(training, {}, {"train_model": {"model_type": "xgboost"}})
@@ -178,3 +182,95 @@ class TestWiring:
         assert list(found) == ["parameters.path"]
         assert "is required (str)" in found["parameters.path"]
         assert plan_run(signature, {"path": "/data"}, {}).parameters == {"path": "/data"}
+
+
+BOUNDS = [
+    ("train_model", "n_estimators", 1, 1000),
+    ("train_model", "random_state", 0, 2**32 - 1),
+    ("load_data", "n_samples", 100, 10_000),
+    ("load_data", "seed", 0, 2**32 - 1),
+    ("preprocess", "test_size", 0.05, 0.5),
+]
+
+
+class TestBounds:
+    def test_a_huge_n_estimators_is_rejected_naming_the_bound(self, training: PipelineSignature) -> None:
+        found = problems(training, {}, {"train_model": {"n_estimators": 10**400}})
+        problem = found["steps.train_model.parameters.n_estimators"]
+        assert problem.startswith("Input should be less than or equal to 1000")
+        assert "int in [1, 1000]" in problem
+
+    @pytest.mark.parametrize(("step_name", "name", "low", "high"), BOUNDS)
+    def test_values_past_either_bound_are_rejected(
+        self, training: PipelineSignature, step_name: str, name: str, low: float, high: float
+    ) -> None:
+        step_gap = 1 if isinstance(low, int) else 0.01
+        too_low = problems(training, {}, {step_name: {name: low - step_gap}})
+        too_high = problems(training, {}, {step_name: {name: high + step_gap}})
+        path = f"steps.{step_name}.parameters.{name}"
+        assert f"greater than or equal to {low}" in too_low[path]
+        assert f"less than or equal to {high}" in too_high[path]
+
+    @pytest.mark.parametrize(("step_name", "name", "low", "high"), BOUNDS)
+    def test_the_bounds_themselves_are_accepted(
+        self, training: PipelineSignature, step_name: str, name: str, low: float, high: float
+    ) -> None:
+        for value in (low, high):
+            assert plan_run(training, {}, {step_name: {name: value}}).steps == {step_name: {name: value}}
+
+    def test_every_bound_is_reported_at_once(self, training: PipelineSignature) -> None:
+        steps: dict[str, dict[str, Any]] = {}
+        for step_name, name, _low, high in BOUNDS:
+            steps.setdefault(step_name, {})[name] = high * 10
+        assert len(problems(training, {}, steps)) == len(BOUNDS)
+
+    def test_the_signature_keeps_the_bounds(self, training: PipelineSignature) -> None:
+        assert training.steps["train_model"].parameters["n_estimators"].type_name == "int in [1, 1000]"
+        assert training.steps["preprocess"].parameters["test_size"].type_name == "float in [0.05, 0.5]"
+
+
+class TestDataUrlContext:
+    """The worker's context (`{"data_root": ...}`) reaches `DataUrl` through `plan_run`, at both levels."""
+
+    @pytest.fixture
+    def csv(self, tmp_path: Path) -> Path:
+        path = tmp_path / "root" / "data.csv"
+        path.parent.mkdir()
+        path.write_text("a,target\n1,0\n")
+        return path
+
+    def test_a_file_under_the_root_is_accepted(self, training: PipelineSignature, csv: Path) -> None:
+        plan = plan_run(training, {"data_url": str(csv)}, {}, {"data_root": csv.parent})
+        assert plan.parameters == {"data_url": str(csv)}
+
+    def test_the_step_level_parameter_is_checked_too(self, training: PipelineSignature, csv: Path) -> None:
+        with pytest.raises(InvalidParameters) as info:
+            plan_run(training, {}, {"load_data": {"data_url": "/etc/hostname"}}, {"data_root": csv.parent})
+        [problem] = info.value.details
+        assert problem.path == "steps.load_data.parameters.data_url"
+        assert problem.problem == f"/etc/hostname resolves outside the data root {csv.parent}"
+
+    def test_without_a_data_root_local_paths_are_refused(self, training: PipelineSignature, csv: Path) -> None:
+        settings = WorkerSettings()
+        assert worker_context(settings) == {"data_root": None}
+        with pytest.raises(InvalidParameters, match="the worker has no data root"):
+            plan_run(training, {"data_url": str(csv)}, {}, worker_context(settings))
+
+    def test_worker_context_carries_the_configured_root(self, tmp_path: Path) -> None:
+        assert worker_context(WorkerSettings(data_root=tmp_path)) == {"data_root": tmp_path}
+
+    def test_no_context_skips_the_root_check_but_not_the_scheme(self, training: PipelineSignature) -> None:
+        assert plan_run(training, {"data_url": "/elsewhere/x.csv"}, {}).parameters == {"data_url": "/elsewhere/x.csv"}
+        found = problems(training, {"data_url": "http://internal/x.csv"}, {})
+        assert "scheme 'http' is not supported" in found["parameters.data_url"]
+
+    def test_template_creation_validates_with_the_worker_context(
+        self, csv: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("TRIGGER_DATA_ROOT", str(csv.parent))
+        result = CliRunner().invoke(
+            templates, ["create", "nightly", "--pipeline", "training_pipeline", "-p", "data_url=/etc/hostname"]
+        )
+        assert result.exit_code == 1
+        expected = f"invalid template: parameters.data_url: /etc/hostname resolves outside the data root {csv.parent}"
+        assert expected in result.output
