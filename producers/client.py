@@ -11,9 +11,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers import keys
-from producers.contract import TriggerRequest, check_payload_size, encode_request, normalize_steps
+from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError, TriggerError
+from producers.errors import EnqueueError
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState, StateStore
 
@@ -71,19 +71,23 @@ class TriggerClient:
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
     ) -> str:
-        """Enqueue a run of `pipeline_name` (or of `template`) and return the request id."""
+        """Enqueue a run of `pipeline_name` (or of `template`) and return the request id.
+
+        Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
+        built, `EnqueueError` when Redis does not take it in time.
+        """
         fields: dict[str, Any] = {
             "pipeline_name": pipeline_name,
             "template": template,
             "parameters": dict(parameters or {}),
-            "steps": normalize_steps(steps),
+            "steps": steps,
             "idempotency_key": idempotency_key,
             "source": source,
             "metadata": dict(metadata or {}),
         }
         if request_id is not None:
             fields["request_id"] = request_id
-        return self.send(TriggerRequest(**fields))
+        return self.send(build_request(**fields))
 
     def send(self, request: TriggerRequest) -> str:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
@@ -104,12 +108,12 @@ class TriggerClient:
         return state.request_id
 
     def try_send(self, request: TriggerRequest) -> str | None:
-        """Fire-and-forget: like `send`, but logs and counts a failure instead of raising."""
+        """Fire-and-forget: like `send`, but logs and counts a failure instead of raising, whatever it is."""
         try:
             return self.send(request)
-        except TriggerError as exc:  # unreachable Redis, or a request over the size limit
+        except Exception as exc:  # noqa: BLE001 - the caller asked never to be raised at
             self.failed_enqueues += 1
-            log.error("trigger.enqueue_failed request_id=%s error=%s", request.request_id, exc)
+            log.error("trigger.enqueue_failed request_id=%s error=%r", getattr(request, "request_id", None), exc)
             return None
 
     def status(self, request_id: str) -> RequestState:

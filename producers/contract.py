@@ -21,6 +21,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticSerializationError
 
 from producers.errors import MalformedRequest, PayloadTooLarge, Problem
 
@@ -70,6 +71,17 @@ class TriggerRequest(BaseModel):
             raise ValueError("exactly one of 'pipeline_name' or 'template' must be set")
         return self
 
+    @model_validator(mode="after")
+    def _encodable(self) -> TriggerRequest:
+        """Refuse text that has no UTF-8 form here, where the request is built, not when it is encoded."""
+        fields = {"source": self.source, "idempotency_key": self.idempotency_key, "parameters": self.parameters}
+        steps = {name: {"parameters": step.parameters} for name, step in self.steps.items()}
+        fields.update(steps=steps, metadata=self.metadata)
+        problems = [Problem(path, UNENCODABLE) for path in unencodable_paths(fields)]
+        if problems:
+            raise MalformedRequest(details=problems)  # not a ValueError: pydantic lets it through as it is
+        return self
+
     @property
     def target(self) -> str:
         """What the request asks to run, for logs: the pipeline or `template:NAME`."""
@@ -80,40 +92,126 @@ class TriggerRequest(BaseModel):
         return {name: dict(step.parameters) for name, step in self.steps.items()}
 
 
+UNENCODABLE = "holds a lone surrogate (such as \\ud800), which has no UTF-8 encoding"
+
+
+def unencodable_paths(value: Any, path: str = "") -> list[str]:
+    """Dotted paths of the strings (keys included) in `value` that cannot be encoded as UTF-8."""
+    if isinstance(value, str):
+        return [] if _encodes(value) else [path]
+    if isinstance(value, Mapping):
+        found = []
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not _encodes(str(key)):
+                found.append(_printable(where))
+                continue
+            found += unencodable_paths(item, where)
+        return found
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in unencodable_paths(item, f"{path}.{i}")]
+    return []
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """`text` with surrogates escaped, so an error about them can itself be stored and shown."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def build_request(**fields: Any) -> TriggerRequest:
+    """A request from Python values (`steps` in either form); every problem is a `MalformedRequest` with its path."""
+    try:
+        return TriggerRequest(**{**fields, "steps": normalize_steps(fields.get("steps"))})
+    except ValidationError as exc:
+        raise MalformedRequest(details=problems_from_validation(exc)) from None
+
+
 def normalize_steps(steps: Mapping[str, Any] | None) -> dict[str, StepOverride]:
-    """Accept `{step: {param: v}}` (the Python API's short form) or the wire's `{step: {"parameters": {...}}}`."""
+    """Accept `{step: {param: v}}` (the Python API's short form) or the wire's `{step: {"parameters": {...}}}`.
+
+    A value that does not fit raises a `ValidationError` located from the request's root
+    (`steps.train_model.parameters.n_estimators`), as if `TriggerRequest` had found it.
+    """
     result: dict[str, StepOverride] = {}
     for name, value in (steps or {}).items():
         if isinstance(value, StepOverride):
             result[name] = value
-        elif isinstance(value, Mapping) and set(value) == {"parameters"} and isinstance(value["parameters"], Mapping):
-            result[name] = StepOverride(parameters=dict(value["parameters"]))
-        else:
-            result[name] = StepOverride(parameters=dict(value))
+            continue
+        wire = isinstance(value, Mapping) and set(value) == {"parameters"} and isinstance(value["parameters"], Mapping)
+        try:
+            result[name] = StepOverride(parameters=dict(value["parameters"] if wire else value))
+        except ValidationError as exc:
+            raise _located(exc, ("steps", name)) from None
     return result
 
 
 def check_payload_size(payload: bytes | str, limit: int) -> None:
     """Raise `PayloadTooLarge` when the encoded request is over `limit` bytes (checked on both sides)."""
-    size = len(payload.encode() if isinstance(payload, str) else payload)
+    size = len(payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload)
     if size > limit:
         raise PayloadTooLarge(details=[Problem("", f"{size} bytes, over the {limit}-byte limit")])
 
 
 def encode_request(request: TriggerRequest) -> str:
-    """The request's wire form: compact JSON text."""
-    return request.model_dump_json(exclude_none=True)
+    """The request's wire form: compact JSON text (`MalformedRequest` for a model built without validation)."""
+    try:
+        return request.model_dump_json(exclude_none=True)
+    except (PydanticSerializationError, ValueError) as exc:
+        raise MalformedRequest(details=[Problem("", _printable(f"cannot be encoded as JSON: {exc}"))]) from None
 
 
 def problems_from_validation(error: ValidationError, prefix: str = "") -> list[Problem]:
-    """Turn pydantic's errors into `Problem`s with dotted paths."""
+    """Turn pydantic's errors into `Problem`s with dotted paths, without `JsonValue`'s union tags (`.float`)."""
     problems = []
     for item in error.errors(include_url=False):
-        path = ".".join(str(part) for part in item["loc"])
+        path = ".".join(str(part) for part in _without_union_tags(item["loc"]))
         if prefix:
             path = f"{prefix}.{path}" if path else prefix
-        problems.append(Problem(path, item["msg"]))
+        problems.append(Problem(_printable(path), _printable(item["msg"])))
     return problems
+
+
+_JSON_VALUE_TAGS = frozenset({"list", "dict", "str", "bool", "int", "float", "NoneType"})
+"""The tags pydantic puts in an error's location inside a `JsonValue`: the union branch it tried."""
+
+
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """`loc` without the tag after each `JsonValue` in `parameters.K`, `metadata.K` or `steps.S.parameters.K`.
+
+    Tags sit at known positions (value, key or index, value ...), so a parameter named
+    `float` keeps its name.
+    """
+    inside_step = loc[:1] == ("steps",) and loc[2:3] == ("parameters",)
+    start = 4 if inside_step else 2 if loc[:1] in (("parameters",), ("metadata",)) else len(loc)
+    kept, rest = list(loc[:start]), list(loc[start:])
+    while rest and rest[0] in _JSON_VALUE_TAGS:
+        tag = rest.pop(0)
+        if tag not in ("list", "dict") or not rest:
+            break
+        kept.append(rest.pop(0))
+    return (*kept, *rest)
+
+
+def _located(error: ValidationError, prefix: tuple[str, ...]) -> ValidationError:
+    """`error` with every location under `prefix` and without union tags; each type and message kept."""
+
+    details: list[InitErrorDetails] = [
+        {
+            "type": PydanticCustomError(item["type"], item["msg"]),
+            "loc": _without_union_tags((*prefix, *item["loc"])),
+            "input": item["input"],
+        }
+        for item in error.errors(include_url=False)
+    ]
+    return ValidationError.from_exception_data("TriggerRequest", details)
 
 
 def decode_request(raw: bytes | str) -> TriggerRequest:
@@ -130,6 +228,8 @@ def decode_request(raw: bytes | str) -> TriggerRequest:
         return TriggerRequest.model_validate(data)
     except ValidationError as exc:
         raise MalformedRequest(raw=raw, details=problems_from_validation(exc)) from None
+    except MalformedRequest as exc:
+        raise MalformedRequest(raw=raw, details=exc.details) from None
 
 
 def peek_request_id(raw: bytes | str) -> str | None:

@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any
 
 import redis
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from producers import keys
 from producers.contract import TriggerRequest, utc_now
@@ -40,12 +40,37 @@ TERMINAL = frozenset(
 """End states. `submitted` ends the worker's part for a server run it was told not to follow."""
 
 
+MAX_ERROR_CHARS = 2000
+MAX_ERROR_DETAILS = 50
+
+
 class ErrorInfo(BaseModel):
-    """Why a request did not succeed."""
+    """Why a request did not succeed; bounded and always storable, whatever text the error carried."""
 
     type: str
     message: str
     details: list[dict[str, str]] = Field(default_factory=list)
+
+    @field_validator("type", "message", mode="after")
+    @classmethod
+    def _storable(cls, text: str) -> str:
+        return storable_text(text)
+
+    @field_validator("details", mode="after")
+    @classmethod
+    def _bounded(cls, details: list[dict[str, str]]) -> list[dict[str, str]]:
+        kept = [{storable_text(k, 200): storable_text(v) for k, v in d.items()} for d in details[:MAX_ERROR_DETAILS]]
+        if len(details) > MAX_ERROR_DETAILS:
+            kept.append({"path": "", "problem": f"... and {len(details) - MAX_ERROR_DETAILS} more problems"})
+        return kept
+
+
+def storable_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` with unencodable characters escaped and cut to `limit` characters, noting the original length."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters in all)"
 
 
 class RequestState(BaseModel):
@@ -61,11 +86,13 @@ class RequestState(BaseModel):
     source: str | None = None
     idempotency_key: str | None = None
     attempts: int = 0
+    lost_attempts: int = 0
     run_id: str | None = None
     run_name: str | None = None
     metrics: dict[str, JsonValue] | None = None
     error: ErrorInfo | None = None
     duplicate_of: str | None = None
+    claimed_id: str | None = None
     replay_of: str | None = None
     replayed_as: list[str] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
@@ -105,6 +132,19 @@ class RequestState(BaseModel):
         return self.model_dump(mode="json")
 
 
+_PUT_UNLESS_TERMINAL = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local status = cjson.decode(current)['status']
+  for i = 3, #ARGV do
+    if ARGV[i] == status then return 0 end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
 class StateStore:
     """Reads and writes request states in Redis, each kept `ttl` seconds after its last change."""
 
@@ -128,6 +168,12 @@ class StateStore:
         """Write `state` (through `pipe` when batching with other commands)."""
         target = pipe if pipe is not None else self.client
         target.set(keys.state_key(state.request_id), state.to_json(), ex=self.ttl)
+
+    def put_unless_terminal(self, state: RequestState) -> bool:
+        """Write `state` only while none or a non-terminal one is recorded; the check is in the write itself."""
+        script = self.client.register_script(_PUT_UNLESS_TERMINAL)
+        args = [state.to_json(), self.ttl, *sorted(s.value for s in TERMINAL)]
+        return bool(script(keys=[keys.state_key(state.request_id)], args=args))
 
     def wait(self, request_id: str, timeout: float, poll: float = 0.1) -> RequestState:
         """Block up to `timeout` seconds for a terminal state; return the latest state either way."""

@@ -21,6 +21,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
+            "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
         },
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -32,6 +33,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": settings.concurrency,
+        # A child whose resident memory grew past 3/4 of its ceiling is replaced after its task.
+        "worker_max_memory_per_child": settings.memory_limit_mb * 768 or None,
         "task_default_queue": settings.queue,
         "task_queues": None,
         "worker_hijack_root_logger": False,

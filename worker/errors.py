@@ -22,11 +22,13 @@ __all__ = [
     "PipelineRunFailed",
     "Problem",
     "RunSubmissionFailed",
+    "RunTimeout",
     "StoreUnavailable",
     "TransientError",
     "TriggerError",
     "UnknownPipeline",
     "UnknownTemplate",
+    "WorkerLost",
 ]
 
 
@@ -61,3 +63,11 @@ class StoreUnavailable(TransientError):
 
 class RunSubmissionFailed(TransientError):
     """The orchestrator or ZenML server did not accept the run; it may later."""
+
+
+class RunTimeout(PipelineRunFailed):
+    """The run outlasted its time limit and was stopped."""
+
+
+class WorkerLost(TransientError):
+    """An attempt died with its worker (killed, out of memory, or the machine went away)."""

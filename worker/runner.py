@@ -12,7 +12,7 @@ from typing import Any
 
 from pipelines.registry import RegisteredPipeline
 from producers.errors import TriggerError
-from worker.errors import PipelineRunFailed, RunSubmissionFailed, StoreUnavailable
+from worker.errors import PipelineRunFailed, RunSubmissionFailed, RunTimeout, StoreUnavailable
 from worker.validation import RunPlan, step_options
 
 
@@ -93,7 +93,10 @@ class ZenMLRunner:
         try:
             run = configured(**plan.parameters)
         except Exception as exc:
-            raise classify(exc, run_name, self._run_id(run_name)) from exc
+            error = classify(exc, run_name, self._run_id(run_name))
+            if isinstance(error, RunTimeout):
+                error.run_id = self.abandon(run_name, error.message)
+            raise error from exc
         outcome = self._outcome(run, entry)
         if not outcome.succeeded:
             raise PipelineRunFailed(f"run {run_name} ended {outcome.status}", run_id=outcome.run_id, run_name=run_name)
@@ -115,6 +118,19 @@ class ZenMLRunner:
         """The outcome of an earlier attempt's run, if ZenML has it."""
         run = _run_named(run_name)
         return None if run is None else self._outcome(run, entry)
+
+    def abandon(self, run_name: str, reason: str) -> str | None:
+        """Mark a run nobody will finish (stopped, or its worker died) failed in ZenML; return its id.
+
+        Without this the dashboard shows the run `running` forever. Best effort: the store may be down.
+        """
+        try:
+            run = _run_named(run_name)
+            if run is not None and not run.status.is_finished:
+                _fail_run(run, reason)
+        except Exception:  # noqa: BLE001 - the request's own outcome matters more than the dashboard's
+            return None
+        return None if run is None else str(run.id)
 
     def _run_id(self, run_name: str) -> str | None:
         try:
@@ -138,6 +154,17 @@ def _run_named(run_name: str) -> Any:
         return Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
     except KeyError:
         return None
+
+
+def _fail_run(run: Any, reason: str) -> None:
+    """Publish the run and its unfinished steps as failed."""
+    from zenml.enums import ExecutionStatus
+    from zenml.orchestrators import publish_utils
+
+    for step in run.steps.values():
+        if not step.status.is_finished:
+            publish_utils.publish_failed_step_run(step.id)
+    publish_utils.publish_pipeline_run_status_update(run.id, ExecutionStatus.FAILED, status_reason=reason[:250])
 
 
 def _metrics(run: Any, step_name: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -42,6 +43,28 @@ class WorkerSettings(ProducerSettings):
     dedup_window: int = Field(default=24 * 3600, gt=0, description="Seconds an idempotency key stays claimed.")
     dead_letter_max_size: int = Field(default=10_000, gt=0)
     dead_letter_max_age: int = Field(default=14 * 24 * 3600, gt=0, description="Seconds a dead letter is kept.")
+    dead_letter_max_bytes: int = Field(
+        default=256 * 1024 * 1024, gt=0, description="Total bytes of dead letters kept; the oldest go first."
+    )
+    dead_letter_payload_prefix: int = Field(
+        default=4096,
+        ge=0,
+        description="Bytes kept of a payload over max_payload_bytes (plus its size and SHA-256).",
+    )
+
+    run_timeout: float = Field(default=3600.0, gt=0, description="Seconds a run may take before it is stopped.")
+    run_timeouts: dict[str, float] = Field(
+        default_factory=dict, description='JSON: per pipeline or "template:NAME", seconds.'
+    )
+    run_timeout_grace: float = Field(
+        default=30.0, gt=0, description="Seconds past the largest run limit before the pool kills the child."
+    )
+    memory_limit_mb: int = Field(
+        default=4096, ge=0, description="Address-space ceiling per pool child in MiB (0: none)."
+    )
+    data_root: Path | None = Field(
+        default=None, description="Local data_url paths must resolve to regular files under this directory."
+    )
 
     lease_timeout: int = Field(
         default=60, ge=5, description="Seconds without a heartbeat before a running request is recovered."

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import redis
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, TimeLimitExceeded
 
 from pipelines.registry import RegistryError
 from producers import keys
@@ -22,28 +23,51 @@ _releaser: ScheduleReleaser | None = None
 _app: Celery | None = None
 
 
+SUPPORTED_POOLS = ("prefork", "solo")
+"""Pools whose tasks run on a process's main thread, where the run time limit's alarm can interrupt them."""
+
+
+class TriggerTask(Task):
+    """The trigger task's class: records a run the pool killed at the hard time limit."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Called in the main process when the pool killed the child at `time_limit`: record `failed`."""
+        if not isinstance(exc, TimeLimitExceeded) or not args:
+            return
+        delivery = Delivery(raw=args[0], task_id=task_id, **(kwargs or {}))
+        try:
+            processor_for(self.app).record_killed(delivery, hard_time_limit(settings_of(self.app)))
+        except Exception as error:  # noqa: BLE001 - in the consumer's own process: log, never crash it
+            get_logger().exception("trigger.record_failed", request_id=task_id, error=str(error))
+
+
+def hard_time_limit(settings: WorkerSettings) -> float:
+    """The pool kills a child this long after its task started: the largest run limit plus the grace."""
+    return max([settings.run_timeout, *settings.run_timeouts.values()]) + settings.run_timeout_grace
+
+
 def register(app: Celery) -> None:
     """Register the trigger task on `app`."""
     global _app
     _app = app
-    app.task(name=keys.TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(
-        run_trigger
-    )
+    app.task(
+        name=keys.TASK_NAME,
+        base=TriggerTask,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        time_limit=hard_time_limit(settings_of(app)),
+    )(run_trigger)
 
 
-def run_trigger(
-    task: Task, raw: str, attempt: int | None = None, quarantine: str | None = None, raw_encoding: str = "utf-8"
-) -> str:
-    """Handle one trigger request; Redis trouble requeues it, nothing else escapes."""
+def run_trigger(task: Task, raw: str, **kwargs: Any) -> str:
+    """Handle one trigger request; Redis trouble requeues it, nothing else escapes (see `Processor.handle`).
+
+    `kwargs` are the transport-checked task keywords (`worker.transport.TASK_KWARGS`).
+    """
     properties = task.request.properties or {}
-    delivery = Delivery(
-        raw=raw,
-        task_id=task.request.id,
-        delivery_tag=properties.get("delivery_tag"),
-        attempt=attempt,
-        quarantine=quarantine,
-        raw_encoding=raw_encoding,
-    )
+    delivery = Delivery(raw=raw, task_id=task.request.id, delivery_tag=properties.get("delivery_tag"), **kwargs)
     try:
         return processor_for(task.app).handle(delivery).status.value
     except redis.RedisError as exc:
@@ -71,10 +95,17 @@ def _configure(app: Celery) -> WorkerSettings:
 
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:
-    """Main process: set up logging and fail fast on a bad pipeline configuration."""
+    """Main process: set up logging and fail fast on a bad pipeline configuration or pool."""
     if _app is None:
         return
     settings = _configure(_app)
+    pool = pool_name(sender)
+    if pool not in SUPPORTED_POOLS:
+        message = f"--pool {pool} is not supported: use prefork (the default) or solo, where run time limits hold"
+        get_logger().error("trigger.config_error", error=message)
+        raise SystemExit(f"trigger worker: {message}")
+    if pool == "solo":
+        limit_memory(settings.memory_limit_mb)  # no children: the worker process itself runs the pipelines
     try:
         processor = processor_for(_app)
         for entry in processor.s.registry:
@@ -97,11 +128,26 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
 
 
 def on_worker_process_init(sender: Any = None, **_: Any) -> None:
-    """Prefork child: logging, and a fresh processor (no connections shared across fork)."""
+    """Prefork child: logging, its memory ceiling, and a fresh processor (no connections shared across fork)."""
     global _processor
     if _app is not None:
-        _configure(_app)
+        limit_memory(_configure(_app).memory_limit_mb)
         _processor = None
+
+
+def pool_name(worker: Any) -> str:
+    """`prefork`, `solo`, `threads`, … for the worker controller Celery passes to `worker_init`."""
+    pool_cls = getattr(worker, "pool_cls", None)
+    module = getattr(pool_cls, "__module__", "") or str(pool_cls or "prefork")
+    name = module.rsplit(".", 1)[-1]
+    return {"asynpool": "prefork"}.get(name, name)
+
+
+def limit_memory(megabytes: int) -> None:
+    """Cap this process's address space, so a blow-up raises `MemoryError` in the run, not the machine's OOM."""
+    if megabytes > 0:
+        limit = megabytes * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:

@@ -9,7 +9,9 @@ it as `rejected` and dead-letters it like any other invalid request.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import re
 import uuid
 from typing import Any
 
@@ -19,8 +21,12 @@ from kombu.utils.encoding import bytes_to_str
 from producers import keys
 from producers.envelope import CONTENT_TYPE, raw_as_text, task_envelope
 
-TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding"})
+TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding", "raw_size", "raw_sha256"})
 """Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
+
+
+_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+"""A task id the worker may record state under: the request id's own character set and length."""
 
 
 class EnvelopeError(ValueError):
@@ -37,12 +43,18 @@ def parse_envelope(message: Any) -> tuple[str, str, dict[str, Any]]:
     if message.get("content-type") != CONTENT_TYPE:
         raise EnvelopeError(f"content type {message.get('content-type')!r} is not accepted (JSON only)")
     task_id = headers.get("id")
-    if not isinstance(task_id, str) or not task_id:
-        raise EnvelopeError("message headers lack a task 'id'")
+    if not isinstance(task_id, str) or not _ID.fullmatch(task_id):
+        raise EnvelopeError("message headers lack a task 'id' of 1-128 letters, digits and '_.:-'")
     if headers.get("task") != keys.TASK_NAME:
-        raise EnvelopeError(f"unknown task {headers.get('task')!r}; this queue only takes {keys.TASK_NAME!r}")
+        raise EnvelopeError(f"unknown task {_short(headers.get('task'))}; this queue only takes {keys.TASK_NAME!r}")
     raw, kwargs = _body(message.get("body"), properties.get("body_encoding"))
     return task_id, raw, kwargs
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A bounded repr for error messages, so a 1 MB task name does not become a 1 MB reason."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def envelope_problem(message: Any) -> str | None:
@@ -81,18 +93,34 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
         raise EnvelopeError("task keyword 'raw_encoding' must be 'utf-8' or 'base64'")
     if not isinstance(kwargs.get("quarantine", ""), str):
         raise EnvelopeError("task keyword 'quarantine' must be a string")
+    size, digest = kwargs.get("raw_size", 0), kwargs.get("raw_sha256", "")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
+        raise EnvelopeError("task keywords 'raw_size' and 'raw_sha256' must be a count and a hex digest")
 
 
-def quarantine(item: bytes, queue: str, reason: str) -> dict[str, Any]:
+def quarantine(item: bytes, queue: str, reason: str, **extra: Any) -> dict[str, Any]:
     """A well-formed task message that carries an unreadable item to the worker for rejection."""
     text, encoding = raw_as_text(item)
-    kwargs = {"quarantine": reason, "raw_encoding": encoding}
+    kwargs = {"quarantine": reason, "raw_encoding": encoding, **extra}
     return json.loads(task_envelope(keys.TASK_NAME, f"quarantine-{uuid.uuid4().hex}", [text], queue, kwargs))
 
 
-def safe_loads(item: bytes | str, queue: str) -> dict[str, Any]:
+def quarantine_oversized(item: bytes, queue: str, limit: int, keep: int = 4096) -> dict[str, Any]:
+    """An oversized item travels on as its first `keep` bytes, its size and its SHA-256, never whole."""
+    reason = f"message is {len(item)} bytes, over the {limit}-byte limit; its first {keep} bytes are kept"
+    digest = hashlib.sha256(item).hexdigest()
+    return quarantine(item[:keep], queue, reason, raw_size=len(item), raw_sha256=digest)
+
+
+MAX_MESSAGE_BYTES = 256 * 1024
+"""Default cap on one popped item; over it, the item is not parsed or copied, only fingerprinted."""
+
+
+def safe_loads(item: bytes | str, queue: str, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse a popped item; never raise, never drop it."""
-    data = item if isinstance(item, bytes) else item.encode()
+    data = item if isinstance(item, bytes) else item.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        return quarantine_oversized(data, queue, max_bytes)
     try:
         message = json.loads(bytes_to_str(data))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -109,6 +137,9 @@ def safe_loads(item: bytes | str, queue: str) -> dict[str, Any]:
 class Channel(kombu_redis.Channel):
     """Redis channel whose reads go through `safe_loads`."""
 
+    max_message_bytes = MAX_MESSAGE_BYTES
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_message_bytes")
+
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
@@ -121,7 +152,7 @@ class Channel(kombu_redis.Channel):
             dest, item = dest__item
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(safe_loads(item, dest), dest)
+            self.connection._deliver(safe_loads(item, dest, self.max_message_bytes), dest)
             return True
         finally:
             self._in_poll = None
@@ -135,7 +166,7 @@ class Channel(kombu_redis.Channel):
                 item = client.rpop(self._q_for_pri(queue, pri))
                 if item:
                     self._maybe_update_queues_expire(client, queue)
-                    return safe_loads(item, queue)
+                    return safe_loads(item, queue, self.max_message_bytes)
             self._maybe_update_queues_expire(client, queue)
             raise kombu_redis.Empty()
 

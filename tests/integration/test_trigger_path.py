@@ -22,7 +22,7 @@ def test_valid_request_runs_with_step_and_pipeline_overrides(stack: Stack, tmp_p
     frame = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
     frame["target"] = (frame["a"] > 0).astype(int)
     frame.to_csv(csv, index=False)
-    stack.start_worker()
+    stack.start_worker(TRIGGER_DATA_ROOT=str(tmp_path))
 
     request_id = stack.client.trigger(
         "training_pipeline",

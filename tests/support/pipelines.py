@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 from zenml import pipeline, step
@@ -44,11 +46,52 @@ def flaky_pipeline() -> None:
     call_unreachable_service()
 
 
+@step
+def ignore_interrupts(seconds: float = 60.0) -> None:
+    """Block the run time limit's alarm, as native code can: only killing the process stops this."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    time.sleep(seconds)
+
+
+@pipeline(enable_cache=False)
+def stubborn_pipeline(seconds: float = 60.0) -> None:
+    """A run that ignores the run time limit's interrupt."""
+    ignore_interrupts(seconds)
+
+
+@step
+def allocate(megabytes: int = 64) -> int:
+    """Hold `megabytes` of memory at once."""
+    block = bytearray(megabytes * 1024 * 1024)
+    return len(block)
+
+
+@pipeline(enable_cache=False)
+def memory_hog_pipeline(megabytes: int = 64) -> None:
+    """A run whose memory blows up."""
+    allocate(megabytes)
+
+
+@step
+def kill_own_process() -> None:
+    """Die the way an OOM-killed or segfaulting worker dies."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pipeline(enable_cache=False)
+def suicide_pipeline() -> None:
+    """A poison request: its run kills the worker every time."""
+    kill_own_process()
+
+
 TEST_PIPELINES = ",".join(
     [
         "pipelines.training:training_pipeline",
         "tests.support.pipelines:slow_pipeline",
         "tests.support.pipelines:failing_pipeline",
         "tests.support.pipelines:flaky_pipeline",
+        "tests.support.pipelines:stubborn_pipeline",
+        "tests.support.pipelines:memory_hog_pipeline",
+        "tests.support.pipelines:suicide_pipeline",
     ]
 )

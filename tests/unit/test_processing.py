@@ -163,10 +163,14 @@ class TestRejection:
         assert events(logs) == ["trigger.received", "trigger.rejected"]
         assert runner.calls == []
 
-    def test_malformed_request_keeps_its_own_id_and_paths(self, processor: Processor) -> None:
+    def test_malformed_request_is_recorded_under_its_delivery_id_with_the_claimed_id(
+        self, processor: Processor
+    ) -> None:
         raw = json.dumps({"request_id": "bad-4", "pipeline_name": 5}).encode()
         state = processor.handle(Delivery(raw=raw, task_id="task-4"))
-        assert state.request_id == "bad-4"
+        assert state.request_id == "task-4"
+        assert state.claimed_id == "bad-4"
+        assert processor.s.states.get("bad-4") is None
         assert state.error is not None
         assert [d["path"] for d in state.error.details] == ["pipeline_name"]
 
