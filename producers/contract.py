@@ -71,16 +71,17 @@ class TriggerRequest(BaseModel):
             raise ValueError("exactly one of 'pipeline_name' or 'template' must be set")
         return self
 
-    @model_validator(mode="after")
-    def _encodable(self) -> TriggerRequest:
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
         """Refuse text that has no UTF-8 form here, where the request is built, not when it is encoded."""
-        fields = {"source": self.source, "idempotency_key": self.idempotency_key, "parameters": self.parameters}
-        steps = {name: {"parameters": step.parameters} for name, step in self.steps.items()}
-        fields.update(steps=steps, metadata=self.metadata)
-        problems = [Problem(path, UNENCODABLE) for path in unencodable_paths(fields)]
+        try:
+            problems = [Problem(p, UNENCODABLE) for p in unencodable_paths(data)] if isinstance(data, dict) else []
+        except RecursionError:
+            problems = [Problem("", "is nested too deeply")]
         if problems:
             raise MalformedRequest(details=problems)  # not a ValueError: pydantic lets it through as it is
-        return self
+        return data
 
     @property
     def target(self) -> str:
@@ -99,6 +100,8 @@ def unencodable_paths(value: Any, path: str = "") -> list[str]:
     """Dotted paths of the strings (keys included) in `value` that cannot be encoded as UTF-8."""
     if isinstance(value, str):
         return [] if _encodes(value) else [path]
+    if isinstance(value, BaseModel):  # a StepOverride built apart from the request
+        value = dict(value)
     if isinstance(value, Mapping):
         found = []
         for key, item in value.items():

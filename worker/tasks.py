@@ -53,6 +53,7 @@ def register(app: Celery) -> None:
     app.task(
         name=keys.TASK_NAME,
         base=TriggerTask,
+        shared=False,
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,

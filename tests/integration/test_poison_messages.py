@@ -118,6 +118,8 @@ def test_garbage_naming_a_finished_request_is_dead_lettered_under_its_own_id(sta
 
 def test_a_run_over_its_time_limit_is_stopped_failed_and_the_worker_goes_on(stack: Stack) -> None:
     stack.start_worker(TRIGGER_RUN_TIMEOUTS='{"slow_pipeline": 8}')
+    warm = stack.client.trigger("training_pipeline", steps={"train_model": {"n_estimators": 5}})
+    assert stack.wait(warm).status is Status.SUCCEEDED, stack.logs()  # the store exists before the clock runs
     hung = stack.client.trigger("slow_pipeline", parameters={"seconds": 600})
     after = stack.client.trigger("training_pipeline", steps={"train_model": {"n_estimators": 5}})
 
@@ -131,7 +133,13 @@ def test_a_run_over_its_time_limit_is_stopped_failed_and_the_worker_goes_on(stac
 
 
 def test_a_run_that_ignores_the_limit_is_killed_by_the_pool(stack: Stack) -> None:
-    stack.start_worker(pool="prefork", TRIGGER_RUN_TIMEOUT="8", TRIGGER_RUN_TIMEOUT_GRACE="3", TRIGGER_CONCURRENCY="1")
+    stack.start_worker(
+        pool="prefork",
+        TRIGGER_RUN_TIMEOUT="30",  # the hard limit: the largest run limit (30 s) plus the grace (3 s)
+        TRIGGER_RUN_TIMEOUTS='{"stubborn_pipeline": 6}',
+        TRIGGER_RUN_TIMEOUT_GRACE="3",
+        TRIGGER_CONCURRENCY="1",
+    )
     warm = stack.client.trigger("slow_pipeline", parameters={"seconds": 0.1})  # the child creates the store
     assert stack.wait(warm).status is Status.SUCCEEDED, stack.logs()
     stubborn = stack.client.trigger("stubborn_pipeline", parameters={"seconds": 600})
@@ -140,7 +148,7 @@ def test_a_run_that_ignores_the_limit_is_killed_by_the_pool(stack: Stack) -> Non
     state = stack.wait(stubborn, timeout=90)
 
     assert state.status is Status.FAILED, stack.logs()
-    assert state.error.type == "RunTimeout" and "killed" in state.error.message
+    assert state.error.type == "RunTimeout" and "hard time limit of 33s" in state.error.message
     assert stack.wait(after).status is Status.SUCCEEDED, stack.logs()
     (run,) = zenml_runs("stubborn_pipeline")
     assert run.status.value == "failed"

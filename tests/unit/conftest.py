@@ -47,6 +47,7 @@ class FakeRunner:
         self.found: dict[str, Any] = {}
         self.find_calls: list[str] = []
         self.links: list[tuple[str, str, str]] = []
+        self.abandoned: list[tuple[str, str]] = []
 
     def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> Any:
         from worker.runner import RunOutcome
@@ -65,6 +66,10 @@ class FakeRunner:
     def find(self, run_name: str, entry: Any) -> Any:
         self.find_calls.append(run_name)
         return self.found.get(run_name)
+
+    def abandon(self, run_name: str, reason: str) -> str | None:
+        self.abandoned.append((run_name, reason))
+        return f"abandoned-{run_name}"
 
 
 @pytest.fixture(scope="session")

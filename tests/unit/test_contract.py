@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -257,3 +258,28 @@ class TestErrorPaths:
         assert result.exit_code == 2
         assert f"Error: {path}: Input should be a finite number" in result.output
         assert ".float" not in result.output
+
+
+class TestUnencodableText:
+    """Lone surrogates are refused where the request is built, as `InvalidRequest`s with paths."""
+
+    def test_building_a_request_with_a_lone_surrogate_raises_invalid_request(self) -> None:
+        from producers.errors import InvalidRequest
+
+        with pytest.raises(InvalidRequest) as raised:
+            TriggerRequest(pipeline_name="training_pipeline", parameters={"data_url": "\ud800"}, source="a\udfffb")
+        assert sorted(d.path for d in raised.value.details) == ["parameters.data_url", "source"]
+
+    def test_the_client_raises_invalid_request_and_try_send_returns_none(self, fake_redis: Any) -> None:
+        from producers.client import TriggerClient
+        from producers.errors import InvalidRequest
+
+        client = TriggerClient(fake_redis)
+        with pytest.raises(InvalidRequest):
+            client.trigger("training_pipeline", steps={"train_model": {"model_type": "\ud800"}})
+        with pytest.raises(InvalidRequest):
+            client.trigger("training_pipeline", steps={"train_model": {"n_estimators": float("inf")}})
+        unvalidated = TriggerRequest.model_construct(pipeline_name="p", parameters={"x": "\ud800"}, request_id="u")
+        assert client.try_send(unvalidated) is None and client.failed_enqueues == 1
+        assert client.try_send(object()) is None  # type: ignore[arg-type]
+        assert fake_redis.dbsize() == 0

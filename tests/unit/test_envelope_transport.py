@@ -35,7 +35,7 @@ def envelope(request_id: str = "req-1", args: list[Any] | None = None, **kwargs:
 def celery_app() -> celery.Celery:
     app = celery.Celery("unit", broker="memory://", set_as_current=False)
 
-    @app.task(name=keys.TASK_NAME, bind=True)
+    @app.task(name=keys.TASK_NAME, bind=True, shared=False)
     def run(self: Any, raw: str, attempt: int | None = None) -> str:
         return raw
 

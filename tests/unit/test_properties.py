@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from producers.contract import decode_request, peek_request_id
 from producers.errors import MalformedRequest
-from producers.state import StateStore, Status
+from producers.state import RequestState, StateStore, Status
 from worker.dead_letters import DeadLetterStore
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
@@ -46,6 +46,9 @@ class AlwaysSucceeds:
         return RunOutcome("zen-1", run_name, "completed", {"accuracy": 1.0})
 
     def find(self, run_name: str, entry: Any) -> None:
+        return None
+
+    def abandon(self, run_name: str, reason: str) -> None:
         return None
 
 
@@ -152,3 +155,83 @@ def test_any_parameters_end_succeeded_or_rejected_with_paths(
         assert processor.s.runner.calls == 0  # type: ignore[attr-defined]
     else:
         assert processor.s.runner.calls == 1  # type: ignore[attr-defined]
+
+
+def delivery_of(message: dict[str, Any]) -> Delivery:
+    """The `Delivery` the task builds from a message the transport let through (as `run_trigger` does)."""
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    return Delivery(raw=args[0], task_id=message["headers"]["id"], **kwargs)
+
+
+any_text = st.text(alphabet=st.characters(codec=None, categories=["L", "N", "P", "Cs", "Cc"]), max_size=12)
+field_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | any_text,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(any_text, children, max_size=3),
+    max_leaves=8,
+)
+request_texts = (
+    st.fixed_dictionaries(
+        {"pipeline_name": st.sampled_from(["training_pipeline", "ghost", 5])},
+        optional={
+            "request_id": st.sampled_from(["r-1", "done-1", "", "x" * 200]) | any_text,
+            "parameters": st.dictionaries(any_text | names, field_values, max_size=3),
+            "steps": st.dictionaries(
+                steps, st.fixed_dictionaries({"parameters": st.dictionaries(names, field_values)})
+            ),
+            "source": any_text,
+            "metadata": st.dictionaries(any_text, field_values, max_size=3),
+            "idempotency_key": any_text,
+        },
+    ).map(json.dumps)
+    | any_text
+)
+task_kwargs = st.fixed_dictionaries(
+    {},
+    optional={
+        "attempt": st.none() | st.booleans() | st.integers(-3, 10**20) | st.floats(allow_nan=False),
+        "raw_encoding": st.sampled_from(["utf-8", "base64", "rot13", 7]),
+        "quarantine": st.none() | any_text | st.integers(),
+        "raw_size": st.integers(-1, 10**30) | any_text,
+        "raw_sha256": st.just("ab" * 32) | any_text | st.integers(),
+        "eta": st.just("not a date"),
+    },
+)
+envelopes = st.builds(
+    lambda task_id, text, kwargs, encoding, task: {
+        "body": base64.b64encode(json.dumps([[text], kwargs, {}]).encode()).decode()
+        if encoding == "base64"
+        else json.dumps([[text], kwargs, {}]),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"id": task_id, "task": task, "timelimit": [1, "x"]},
+        "properties": {"body_encoding": encoding, "delivery_tag": "tag"},
+    },
+    task_id=st.sampled_from(["r-1", "done-1", "quarantine-1"]) | any_text,
+    text=request_texts,
+    kwargs=task_kwargs,
+    encoding=st.sampled_from(["base64", "plain", None]),
+    task=st.sampled_from(["zenml_trigger.run", "os.system"]),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(envelope=envelopes)
+def test_any_task_envelope_ends_recorded_with_its_bytes_kept(registry: Any, envelope: dict[str, Any]) -> None:
+    """Whole envelopes (kwargs, encodings, escapes, ids of finished requests): exactly the invariant of issue 11."""
+    processor = fresh_processor(registry)
+    processor.s.states.put(RequestState(request_id="done-1", status=Status.SUCCEEDED))
+    item = json.dumps(envelope).encode()
+    message = safe_loads(item, QUEUE)
+    delivery = delivery_of(message)
+
+    state = processor.handle(delivery)
+
+    recorded = processor.s.states.get(state.request_id)
+    assert recorded is not None and recorded.status.terminal
+    assert processor.s.states.get("done-1").status is Status.SUCCEEDED  # type: ignore[union-attr]
+    if recorded.status is not Status.SUCCEEDED:
+        letter = processor.s.dead_letters.get(recorded.request_id)
+        assert letter is not None
+        kept = letter.raw_bytes()
+        original = delivery.payload()
+        assert kept == (original if isinstance(original, bytes) else original.encode("utf-8", "surrogatepass"))

@@ -38,3 +38,33 @@ def test_pipelines_command_reports_a_bad_path_in_one_line(monkeypatch: pytest.Mo
 def test_settings_split_comma_separated_pipelines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIGGER_PIPELINES", "pipelines.training:training_pipeline, my.flows:retrain ")
     assert WorkerSettings().pipelines == ["pipelines.training:training_pipeline", "my.flows:retrain"]
+
+
+class _Worker:
+    def __init__(self, pool_cls: object) -> None:
+        self.pool_cls = pool_cls
+
+
+@pytest.mark.parametrize("pool", ["threads", "gevent", "eventlet"])
+def test_worker_init_refuses_pools_where_the_run_time_limit_cannot_hold(
+    pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks, "_processor", None)
+    create_app(WorkerSettings(redis_url="redis://127.0.0.1:1/0"))
+    pool_cls = type("TaskPool", (), {"__module__": f"celery.concurrency.{pool}"})
+    with pytest.raises(SystemExit, match=f"--pool {pool} is not supported"):
+        tasks.on_worker_init(sender=_Worker(pool_cls))
+
+
+def test_pool_names_as_operators_write_them() -> None:
+    from celery.concurrency import prefork, solo
+
+    assert tasks.pool_name(_Worker(prefork.TaskPool)) == "prefork"
+    assert tasks.pool_name(_Worker(solo.TaskPool)) == "solo"
+
+
+def test_the_hard_limit_is_the_largest_run_limit_plus_the_grace() -> None:
+    settings = WorkerSettings(run_timeout=600, run_timeouts={"a": 7200, "template:nightly": 60}, run_timeout_grace=30)
+    assert tasks.hard_time_limit(settings) == 7230
+    app = create_app(settings)
+    assert app.tasks["zenml_trigger.run"].time_limit == 7230
