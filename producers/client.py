@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,10 +24,15 @@ log = logging.getLogger("producers.client")
 # NX: re-sending a request id (a producer retrying after a timeout) never resets its recorded
 # state; the worker sees the earlier outcome and the copy starts nothing.
 _ENQUEUE = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX')
+if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
+end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 return 1
 """
+# A new request is also noted as waiting (with its message) until a worker takes it on, so the
+# worker's sweeper can send again a message that was popped and lost before kombu recorded it.
 
 
 def connect(settings: ProducerSettings) -> redis.Redis:
@@ -99,9 +105,11 @@ class TriggerClient:
         """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
         envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], self.settings.queue, task_kwargs)
         try:
+            queue = self.settings.queue
+            waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue)]
             self._enqueue(
-                keys=[keys.state_key(state.request_id), self.settings.queue],
-                args=[state.to_json(), self.settings.state_ttl, envelope],
+                keys=[keys.state_key(state.request_id), queue, *waiting],
+                args=[state.to_json(), self.settings.state_ttl, envelope, time.time(), state.request_id],
             )
         except redis.RedisError as exc:
             raise self._enqueue_error(state.request_id, exc) from None
@@ -113,7 +121,7 @@ class TriggerClient:
             return self.send(request)
         except Exception as exc:  # noqa: BLE001 - the caller asked never to be raised at
             self.failed_enqueues += 1
-            log.error("trigger.enqueue_failed request_id=%s error=%r", getattr(request, "request_id", None), exc)
+            log.error("trigger.enqueue_failed request_id=%s error=%s", _id_of(request), exc)
             return None
 
     def status(self, request_id: str) -> RequestState:
@@ -130,3 +138,11 @@ class TriggerClient:
         return EnqueueError(
             f"could not enqueue request {request_id} onto {where} within {timeout:g}s: {type(exc).__name__}: {exc}"
         )
+
+
+def _id_of(request: object) -> str | None:
+    """The request id for a log line, whatever `request` turns out to be."""
+    try:
+        return str(request.request_id)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - logging must not raise either
+        return None

@@ -45,7 +45,7 @@ def raw_as_text(raw: bytes | str) -> tuple[str, str]:
 
 def raw_from_text(text: str, encoding: str) -> bytes | str:
     """Undo `raw_as_text`: base64 back to the original bytes; UTF-8 text stays text."""
-    return base64.b64decode(text) if encoding == "base64" else text
+    return base64.b64decode(text, validate=True) if encoding == "base64" else text
 
 
 @lru_cache(maxsize=64)

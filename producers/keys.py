@@ -48,8 +48,31 @@ def lease_key(request_id: str) -> str:
     return f"{KEY_PREFIX}:lease:{request_id}"
 
 
-RETRY_SCHEDULE_KEY = f"{KEY_PREFIX}:retry-schedule"
-"""Sorted set of task envelopes waiting for their next attempt, scored by due time."""
+def retry_schedule_key(queue: str) -> str:
+    """Sorted set of one queue's task envelopes waiting for their next attempt, scored by due time.
+
+    Keyed by queue, so deployments sharing a Redis never receive each other's retries.
+    """
+    return f"{KEY_PREFIX}:retry-schedule:{queue}"
+
+
+def lease_seen_key(request_id: str) -> str:
+    """When the lease holder of a running request was last heard from (epoch seconds), kept past the lease."""
+    return f"{KEY_PREFIX}:lease-seen:{request_id}"
+
+
+UNACKED_KEY = "unacked"
+"""kombu's Redis transport: unacknowledged messages by delivery tag."""
 
 UNACKED_INDEX_KEY = "unacked_index"
 """kombu's Redis transport: delivery tags of unacknowledged messages, scored by delivery time."""
+
+
+def waiting_key(queue: str) -> str:
+    """Sorted set of the requests enqueued on `queue` that no worker has taken on yet, scored by enqueue time."""
+    return f"{KEY_PREFIX}:waiting:{queue}"
+
+
+def waiting_messages_key(queue: str) -> str:
+    """Hash of those requests' task messages by request id, so a message lost in flight can be sent again."""
+    return f"{KEY_PREFIX}:waiting-messages:{queue}"

@@ -132,19 +132,6 @@ class RequestState(BaseModel):
         return self.model_dump(mode="json")
 
 
-_PUT_UNLESS_TERMINAL = """
-local current = redis.call('GET', KEYS[1])
-if current then
-  local status = cjson.decode(current)['status']
-  for i = 3, #ARGV do
-    if ARGV[i] == status then return 0 end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
-
-
 class StateStore:
     """Reads and writes request states in Redis, each kept `ttl` seconds after its last change."""
 
@@ -168,12 +155,6 @@ class StateStore:
         """Write `state` (through `pipe` when batching with other commands)."""
         target = pipe if pipe is not None else self.client
         target.set(keys.state_key(state.request_id), state.to_json(), ex=self.ttl)
-
-    def put_unless_terminal(self, state: RequestState) -> bool:
-        """Write `state` only while none or a non-terminal one is recorded; the check is in the write itself."""
-        script = self.client.register_script(_PUT_UNLESS_TERMINAL)
-        args = [state.to_json(), self.ttl, *sorted(s.value for s in TERMINAL)]
-        return bool(script(keys=[keys.state_key(state.request_id)], args=args))
 
     def wait(self, request_id: str, timeout: float, poll: float = 0.1) -> RequestState:
         """Block up to `timeout` seconds for a terminal state; return the latest state either way."""

@@ -199,18 +199,23 @@ end
 """
 """Delete letters with their size, replay links and share of the byte total; prune by age, count, bytes."""
 
-_ADD = (
+ADD_LETTER = (
     _DROP
     + """
-local id, record = ARGV[2], ARGV[3]
-local previous = tonumber(redis.call('HGET', sizes, id) or '0')
-redis.call('SET', prefix .. id, record, 'EX', ARGV[5])
-redis.call('ZADD', index, ARGV[4], id)
-redis.call('HSET', sizes, id, #record)
-redis.call('INCRBY', total, #record - previous)
-return prune(tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+local function add_letter(id, record, now, max_age, max_size, max_bytes)
+  local previous = tonumber(redis.call('HGET', sizes, id) or '0')
+  redis.call('SET', prefix .. id, record, 'EX', max_age)
+  redis.call('ZADD', index, now, id)
+  redis.call('HSET', sizes, id, #record)
+  redis.call('INCRBY', total, #record - previous)
+  return prune(tonumber(now), tonumber(max_age), tonumber(max_size), tonumber(max_bytes))
+end
 """
 )
+"""`add_letter(...)` over KEYS[1..4] (`LETTER_KEYS`) with the letter key prefix in ARGV[1]; other scripts
+(the outcome record) build on it, so a letter is written in the same atomic step as its state."""
+
+_ADD = ADD_LETTER + "return add_letter(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])"
 """ARGV: prefix, id, record, now, max_age, max_size, max_bytes. Returns how many letters were pruned."""
 
 _PRUNE = _DROP + "return prune(tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))"
@@ -241,8 +246,13 @@ return 1
 """
 """Take ARGV[2] back out of ARGV[1]'s replays (its enqueue failed)."""
 
-_KEYS = [keys.DEAD_LETTERS_KEY, keys.DEAD_LETTER_SIZES_KEY, keys.DEAD_LETTER_BYTES_KEY, keys.DEAD_LETTER_REPLAYS_KEY]
-_LETTER_PREFIX = keys.dead_letter_key("")
+LETTER_KEYS = [
+    keys.DEAD_LETTERS_KEY,
+    keys.DEAD_LETTER_SIZES_KEY,
+    keys.DEAD_LETTER_BYTES_KEY,
+    keys.DEAD_LETTER_REPLAYS_KEY,
+]
+LETTER_PREFIX = keys.dead_letter_key("")
 
 
 class DeadLetterStore:
@@ -288,15 +298,18 @@ class DeadLetterStore:
 
     def add(self, letter: DeadLetter) -> int:
         """Store `letter` within the bounds, pruning what is over them in the same atomic step; return pruned."""
+        return int(self._add(keys=LETTER_KEYS, args=[LETTER_PREFIX, *self.letter_args(letter)]))
+
+    def letter_args(self, letter: DeadLetter) -> list[Any]:
+        """`add_letter`'s arguments for `letter`, bounded: id, record, now, max_age, max_size, max_bytes."""
         bounded = letter.bounded(self.max_payload_bytes, self.payload_prefix)
         record = bounded.model_dump_json(exclude={"replayed_as"}, exclude_none=True)
-        args = [_LETTER_PREFIX, bounded.request_id, record, time.time(), *self._bounds()]
-        return int(self._add(keys=_KEYS, args=args))
+        return [bounded.request_id, record, time.time(), *self._bounds()]
 
     def prune(self, now: float | None = None) -> int:
         """Drop letters older than `max_age`, then the oldest beyond `max_size` or `max_bytes`; return how many."""
         now = time.time() if now is None else now
-        return int(self._prune(keys=_KEYS, args=[_LETTER_PREFIX, now, *self._bounds()]))
+        return int(self._prune(keys=LETTER_KEYS, args=[LETTER_PREFIX, now, *self._bounds()]))
 
     def _bounds(self) -> list[int]:
         return [self.max_age, self.max_size, self.max_bytes]
@@ -340,7 +353,7 @@ class DeadLetterStore:
     def purge(self, older_than: float | None = None) -> int:
         """Delete letters dead-lettered more than `older_than` seconds ago (all when None)."""
         ceiling = "+inf" if older_than is None else time.time() - older_than
-        return int(self._purge(keys=_KEYS, args=[_LETTER_PREFIX, ceiling]))
+        return int(self._purge(keys=LETTER_KEYS, args=[LETTER_PREFIX, ceiling]))
 
 
 def _parse(record: bytes, link: bytes | None) -> DeadLetter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import redis
@@ -22,21 +22,41 @@ from worker.scripts import RELEASE_IF_OWNER
 log = structlog.get_logger("zenml_trigger")
 
 _REFRESH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current and current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3]) end
-return 1
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('EXPIRE', KEYS[5], ARGV[7]) end
+if current then return 1 end
+return 2
 """
+"""Extend our lease, or take it back when nobody holds it (it expired while Redis was away); mark the
+holder seen; keep the message alive for kombu's restore sweep; keep the request's state and its
+idempotency claim from expiring under a long run. 1: extended, 2: taken back, 0: another holder has it."""
 
 
 class Leases:
-    """Acquire, refresh and release per-request leases."""
+    """Acquire, refresh and release per-request leases (one holder id per worker process)."""
 
-    def __init__(self, client: redis.Redis, timeout: int, interval: float, holder: str | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        timeout: int,
+        interval: float,
+        holder: str | None = None,
+        state_ttl: int = 7 * 24 * 3600,
+        claim_ttl: int = 24 * 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
         self.timeout = timeout
         self.interval = interval
         self.holder = holder or uuid.uuid4().hex
+        self.state_ttl = state_ttl
+        self.claim_ttl = claim_ttl
+        self.clock = clock
         self._release = client.register_script(RELEASE_IF_OWNER)
         self._refresh = client.register_script(_REFRESH)
 
@@ -47,11 +67,31 @@ class Leases:
             return True
         return self.client.get(key) == self.holder.encode()
 
-    def refresh(self, request_id: str, delivery_tag: str | None) -> bool:
-        """Extend the lease and mark the message as alive for kombu's restore sweep."""
-        keys_ = [keys.lease_key(request_id), keys.UNACKED_INDEX_KEY]
-        args = [self.holder, self.timeout, delivery_tag or "", time.time()]
-        return bool(self._refresh(keys=keys_, args=args))
+    def refresh(self, request_id: str, delivery_tag: str | None, claim: str | None = None) -> int:
+        """Extend (1) or take back (2) the lease and mark this holder seen; 0 when another holder has it."""
+        keys_ = [
+            keys.lease_key(request_id),
+            keys.UNACKED_INDEX_KEY,
+            keys.lease_seen_key(request_id),
+            keys.state_key(request_id),
+            keys.idempotency_key(claim or ""),
+        ]
+        args = [self.holder, self.timeout, delivery_tag or "", self.clock(), self.state_ttl]
+        args += [request_id if claim else "", self.claim_ttl]
+        return int(self._refresh(keys=keys_, args=args))
+
+    def mark_seen(self, request_id: str) -> None:
+        """Record that this holder is alive and running `request_id` now."""
+        self.client.set(keys.lease_seen_key(request_id), self.clock(), ex=self.state_ttl)
+
+    def holder_alive(self, request_id: str) -> bool:
+        """Whether the request's last holder was heard from within two lease timeouts.
+
+        A worker that died stops being heard from; one cut off by a Redis outage shorter than
+        that takes its lease back when Redis returns, so its run is not started a second time.
+        """
+        seen = self.client.get(keys.lease_seen_key(request_id))
+        return seen is not None and self.clock() - float(seen) < 2 * self.timeout
 
     def remaining(self, request_id: str) -> float:
         """Seconds until the lease on `request_id` expires (0 when none is held)."""
@@ -66,10 +106,11 @@ class Leases:
             log.warning("trigger.lease_release_failed", request_id=request_id, error=str(exc))
 
     @contextmanager
-    def held(self, request_id: str, delivery_tag: str | None) -> Iterator[None]:
+    def held(self, request_id: str, delivery_tag: str | None, claim: str | None = None) -> Iterator[None]:
         """Heartbeat in a thread while the body runs; release afterwards."""
         stop = threading.Event()
-        thread = threading.Thread(target=self._beat, args=(request_id, delivery_tag, stop), daemon=True)
+        beat_args = (request_id, delivery_tag, claim, stop)
+        thread = threading.Thread(target=self._beat, args=beat_args, daemon=True)
         thread.start()
         try:
             yield
@@ -78,10 +119,14 @@ class Leases:
             thread.join(timeout=self.interval + 1)
             self.release(request_id)
 
-    def _beat(self, request_id: str, delivery_tag: str | None, stop: threading.Event) -> None:
+    def _beat(self, request_id: str, delivery_tag: str | None, claim: str | None, stop: threading.Event) -> None:
         while not stop.wait(self.interval):
             try:
-                if not self.refresh(request_id, delivery_tag):
-                    log.warning("trigger.lease_lost", request_id=request_id, reason="expired or taken over")
+                outcome = self.refresh(request_id, delivery_tag, claim)
             except redis.RedisError as exc:
                 log.warning("trigger.heartbeat_failed", request_id=request_id, error=str(exc))
+                continue
+            if outcome == 0:
+                log.warning("trigger.lease_lost", request_id=request_id, reason="another worker holds it")
+            elif outcome == 2:
+                log.warning("trigger.lease_retaken", request_id=request_id, reason="it expired while Redis was away")

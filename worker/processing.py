@@ -6,12 +6,11 @@ whole path is callable and testable on its own.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,7 +26,7 @@ from producers.contract import (
     encode_request,
     peek_request_id,
 )
-from producers.envelope import raw_from_text, task_envelope
+from producers.envelope import task_envelope
 from producers.errors import (
     InvalidRequest,
     MalformedRequest,
@@ -37,8 +36,9 @@ from producers.errors import (
     TriggerError,
 )
 from producers.state import ErrorInfo, RequestState, StateStore, Status
-from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore, bounded_payload, cut_payload
+from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore
 from worker.deadline import deadline
+from worker.delivery import Delivery, letter_holds
 from worker.errors import (
     InvalidParameters,
     LockedOverride,
@@ -52,6 +52,7 @@ from worker.errors import (
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
 from worker.logs import get_logger
+from worker.outcomes import Outcomes, Refused, Step
 from worker.retry import RetryPolicy
 from worker.runner import RunOutcome, ZenMLRunner, transient_types
 from worker.schedule import RetrySchedule
@@ -69,49 +70,13 @@ class InternalError(PermanentError):
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One message as the task received it."""
-
-    raw: bytes | str
-    task_id: str | None = None
-    delivery_tag: str | None = None
-    attempt: int | None = None
-    quarantine: str | None = None
-    raw_encoding: str = "utf-8"
-    raw_size: int = 0
-    raw_sha256: str = ""
-    """Set by the transport when it kept only a prefix of an oversized item: the whole item's size and digest."""
-
-    def payload(self) -> bytes | str:
-        """The original bytes (undoing the transport's base64); text that is not valid base64 stays as it came."""
-        if not isinstance(self.raw, str):
-            return self.raw
-        try:
-            return raw_from_text(self.raw, self.raw_encoding)
-        except ValueError:
-            return self.raw
-
-    def kept(self, store: DeadLetterStore) -> BoundedPayload:
-        """What a dead letter keeps of the payload: whole within the store's bounds, else prefix, size, digest."""
-        if self.raw_size:  # the transport already cut an oversized item down
-            return cut_payload(self.payload(), self.raw_size, self.raw_sha256, store.payload_prefix)
-        return bounded_payload(self.payload(), store.max_payload_bytes, store.payload_prefix)
-
-    def problem(self) -> str | None:
-        """Why the delivery cannot hold a request before it is even parsed, if it cannot."""
-        if self.quarantine:
-            return self.quarantine
-        if self.raw_encoding == "base64" and isinstance(self.raw, str) and self.payload() is self.raw:
-            return "task keyword raw_encoding says base64, but the request text is not valid base64"
-        return None
-
-
-@dataclass(frozen=True)
 class Job:
-    """A decoded request and the delivery that carried it (whose raw bytes any dead letter keeps)."""
+    """A decoded request, the delivery that carried it (whose raw bytes any dead letter keeps), and the
+    lease holder id its writes are fenced by once the lease is held."""
 
     request: TriggerRequest
     delivery: Delivery
+    fence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +102,8 @@ class Services:
     runner: ZenMLRunner
     templates: TemplateStore
     server: ServerBackend
+    checkpoint: Callable[[str, str], None] = field(default=lambda point, request_id: None)
+    """Called at each named step of the walk with the request id: where tests pause, crash or break Redis."""
 
 
 class Processor:
@@ -144,6 +111,7 @@ class Processor:
 
     def __init__(self, services: Services) -> None:
         self.s = services
+        self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -156,12 +124,21 @@ class Processor:
         """
         try:
             return self._walk(delivery)
+        except Refused as refused:
+            return self._refused(refused)
         except redis.RedisError:
             raise
         except Exception as exc:  # the guard: a bug must dead-letter the delivery, not lose it
             self.log.exception("trigger.internal_error", error_type=type(exc).__name__)
             error = InternalError(f"{type(exc).__name__}: {exc}")
-            return self._record_unreadable(delivery, Status.DEAD_LETTERED, error, received=False)
+            return self._record_unreadable(delivery, Status.DEAD_LETTERED, error, readable=self._readable(delivery))
+
+    def _refused(self, refused: Refused) -> RequestState:
+        """The protocol refused a write: the request ended meanwhile, or this worker lost its lease."""
+        state = self.s.states.get(refused.request_id)
+        event = "trigger.fenced" if refused.reason == "fenced" else "trigger.skipped"
+        self.log.warning(event, reason=f"refused to record: {refused.reason}", request_id=refused.request_id)
+        return state or RequestState(request_id=refused.request_id, status=Status.QUEUED)
 
     def _walk(self, delivery: Delivery) -> RequestState:
         try:
@@ -173,20 +150,35 @@ class Processor:
         ):
             return self._handle_request(request, delivery)
 
-    def record_killed(self, delivery: Delivery, seconds: float) -> RequestState | None:
+    def record_killed(self, delivery: Delivery, seconds: float, wait: float) -> RequestState | None:
         """The pool killed the child running `delivery` at the hard time limit: end its request `failed`.
 
-        Runs in the worker's main process, after the child is gone; a request already ended is left alone.
+        Runs in the worker's main process. Celery reports the timeout before the child is gone, so
+        this first takes the request's lease (free once the child stops heartbeating, within `wait`
+        seconds): a child that finished meanwhile has recorded its outcome, which is then kept.
         """
         request = self._decode(delivery)
-        state = self.s.states.get(request.request_id)
-        if state is None or state.status.terminal:
-            return state
-        reason = f"run {state.run_name} ran past its hard time limit of {seconds:g}s; the pool killed its process"
-        run_id = self.s.runner.abandon(state.run_name, reason) if state.run_name else None
-        state = state.model_copy(update={"run_id": run_id or state.run_id})
-        with structlog.contextvars.bound_contextvars(request_id=request.request_id, pipeline=request.target):
-            return self._end(state, Status.FAILED, RunTimeout(reason), max(state.attempts, 1), delivery)
+        if not self._await_lease(request.request_id, wait):
+            self.log.error("trigger.record_failed", request_id=request.request_id, reason="its lease stayed held")
+            return None
+        with self.s.leases.held(request.request_id, None):
+            state = self.s.states.get(request.request_id)
+            if state is None or state.status.terminal:
+                return state
+            reason = f"run {state.run_name} ran past its hard time limit of {seconds:g}s; the pool killed its process"
+            run_id = self.s.runner.abandon(state.run_name, reason) if state.run_name else None
+            state = state.model_copy(update={"run_id": run_id or state.run_id})
+            with structlog.contextvars.bound_contextvars(request_id=request.request_id, pipeline=request.target):
+                error, attempt = RunTimeout(reason), max(state.attempts, 1)
+                return self._end(state, Status.FAILED, error, attempt, delivery, self.s.leases.holder)
+
+    def _await_lease(self, request_id: str, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        while not self.s.leases.acquire(request_id):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
 
     def signature(self, entry: RegisteredPipeline) -> PipelineSignature:
         """The pipeline's signature, compiled once per process."""
@@ -204,41 +196,55 @@ class Processor:
         check_payload_size(payload, self.s.settings.max_payload_bytes)
         return decode_request(payload)
 
-    def _record_unreadable(self, delivery: Delivery, status: Status, exc: Any, received: bool = True) -> RequestState:
+    def _record_unreadable(self, delivery: Delivery, status: Status, exc: Any, readable: bool = False) -> RequestState:
         """Record a delivery that holds no usable request under an id of its own, with its raw bytes."""
-        payload = delivery.payload()
-        state = self._own_state(delivery, payload)
+        state = self._own_state(delivery, readable)
         with structlog.contextvars.bound_contextvars(request_id=state.request_id if state else delivery.task_id):
             if state is None:
                 self.log.info("trigger.skipped", reason="a redelivery of a message already recorded")
                 return self.s.states.get(delivery.task_id or "") or RequestState(
                     request_id=delivery.task_id or "", status=status
                 )
-            if received:
+            if not readable:
                 self.log.info("trigger.received", attempt=1, claimed_id=state.claimed_id)
             return self._end(state, status, exc, max(state.attempts, 1), delivery)
 
-    def _own_state(self, delivery: Delivery, payload: bytes | str) -> RequestState | None:
-        """The state to record an unreadable delivery under, or None for a redelivery already recorded.
+    def _own_state(self, delivery: Delivery, readable: bool) -> RequestState | None:
+        """The state to record a delivery under, or None for a redelivery already recorded.
 
-        That is the delivery's own task id while no outcome is recorded under it. Garbage naming a
-        finished request's id never hides behind it: it gets a fresh id that records the claim.
+        That is the delivery's task id while nothing is recorded there, or only the `queued` record
+        of an unreadable payload (a raw replay); a readable request (the guard caught a bug while it
+        was handled) keeps its own record until that ends. Garbage never takes over another
+        request's record, queued, running or finished: it gets a fresh id that records the claim.
         """
-        claimed = peek_request_id(payload)
-        task_id = delivery.task_id
-        if task_id:
-            state = self.s.states.get(task_id)
-            if state is None or not state.status.terminal:
-                fresh = RequestState(request_id=task_id, status=Status.QUEUED, source="unknown")
-                return (state or fresh).model_copy(update={"claimed_id": claimed if claimed != task_id else None})
-            if self._already_lettered(task_id, payload):
-                return None
+        claimed = peek_request_id(delivery.payload())
+        task_id = delivery.task_id or ""
+        state = self.s.states.get(task_id) if task_id else None
+        if task_id and (state is None or _may_take(state, readable)):
+            base = state or RequestState(request_id=task_id, status=Status.QUEUED, source="unknown")
+            return base.model_copy(update={"claimed_id": claimed if claimed != task_id else None})
+        if state is not None and state.status.terminal and self._already_lettered(task_id, delivery):
+            return None
+        replay_of = state.replay_of if state is not None else None
         own_id = f"malformed-{uuid.uuid4().hex}"
-        return RequestState(request_id=own_id, status=Status.QUEUED, source="unknown", claimed_id=claimed or task_id)
+        return RequestState(
+            request_id=own_id,
+            status=Status.QUEUED,
+            source="unknown",
+            claimed_id=claimed or task_id,
+            replay_of=replay_of,
+        )
 
-    def _already_lettered(self, request_id: str, payload: bytes | str) -> bool:
+    def _readable(self, delivery: Delivery) -> bool:
+        """Whether the delivery holds a valid request under its own task id (so a crash is recorded there)."""
+        try:
+            return self._decode(delivery).request_id == delivery.task_id
+        except Exception:  # noqa: BLE001 - anything unreadable is simply not readable
+            return False
+
+    def _already_lettered(self, request_id: str, delivery: Delivery) -> bool:
         letter = self.s.dead_letters.get(request_id)
-        return letter is not None and letter_holds(letter, payload)
+        return letter is not None and letter_holds(letter, delivery)
 
     # -- the request path --------------------------------------------------
 
@@ -258,26 +264,26 @@ class Processor:
             return "stale copy; its retry is scheduled"
         return None
 
-    def _defer(self, job: Job, state: RequestState) -> RequestState:
-        """Another worker holds the lease: look again once it would have expired, never just drop the copy.
+    def _defer(self, job: Job, state: RequestState, delay: float, reason: str) -> RequestState:
+        """Look again in `delay` seconds, never just drop the copy.
 
         If the holder finishes, the copy then finds a terminal state; if it died (a killed prefork
         child is requeued at once, long before its lease runs out), the copy runs the request.
         """
-        delay = self.s.leases.remaining(job.request.request_id) + 1.0
         attempt = job.delivery.attempt
         self._schedule(job.request, time.time() + delay, {"attempt": attempt} if attempt is not None else {})
-        self.log.info("trigger.deferred", reason="another worker holds its lease", delay_s=round(delay, 1))
+        self.log.info("trigger.deferred", reason=reason, delay_s=round(delay, 1))
         return state
 
-    def _schedule(
-        self, request: TriggerRequest, due: float, kwargs: dict[str, Any], pipe: redis.client.Pipeline | None = None
-    ) -> None:
+    def _schedule(self, request: TriggerRequest, due: float, kwargs: dict[str, Any]) -> None:
         """Put the request back on the queue at `due` (epoch seconds), through the retry schedule."""
-        envelope = task_envelope(
+        self.s.schedule.add(self._envelope(request, kwargs), due)
+
+    def _envelope(self, request: TriggerRequest, kwargs: dict[str, Any]) -> str:
+        """The task message that carries `request` to this deployment's queue again."""
+        return task_envelope(
             keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, kwargs
         )
-        self.s.schedule.add(envelope, due, pipe)
 
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)
@@ -290,15 +296,18 @@ class Processor:
             owner = self._claim(job.request)
             if owner != job.request.request_id:
                 return self._duplicate(state, owner)
+            self.s.checkpoint("admitted", job.request.request_id)
             if not self.s.leases.acquire(job.request.request_id):
-                return self._defer(job, state)
-            with self.s.leases.held(job.request.request_id, job.delivery.delivery_tag):
-                return self._run_leased(job, target)
+                delay = self.s.leases.remaining(job.request.request_id) + 1.0
+                return self._defer(job, state, delay, "another worker holds its lease")
+            with self.s.leases.held(job.request.request_id, job.delivery.delivery_tag, job.request.idempotency_key):
+                return self._run_leased(replace(job, fence=self.s.leases.holder), target)
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery)
 
     def _run_leased(self, job: Job, target: Target) -> RequestState:
         """Under the lease: re-read the state, settle an earlier attempt, then run this one."""
+        self.s.checkpoint("leased", job.request.request_id)
         state = self.s.states.get(job.request.request_id) or RequestState.queued(job.request)
         if state.status.terminal:
             return self._skip(state, "already finished")  # another worker finished it meanwhile
@@ -306,16 +315,19 @@ class Processor:
             settled = self._settle_earlier(job, target, state)
             if settled is not None:
                 return settled
-            state = self._start(job.request, state, target)
-            return self._record_outcome(job, state, self._execute(target, state))
+            state = self._start(job, state, target)
+            outcome = self._execute(target, state, job.fence)
+            self.s.checkpoint("ran", job.request.request_id)
+            return self._record_outcome(job, state, outcome)
         except PipelineRunFailed as exc:
             state = state.model_copy(update={"run_id": exc.run_id or state.run_id})
-            return self._end(state, Status.FAILED, exc, state.attempts, job.delivery)
+            return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
         except TransientError as exc:
             return self._retry_or_give_up(job, state, exc)
 
     def _settle_earlier(self, job: Job, target: Target, state: RequestState) -> RequestState | None:
-        """An attempt that found `running` was interrupted: reuse its finished run, or count it as lost.
+        """A copy that finds `running` settles the earlier attempt first: reuse its finished run, wait
+        behind a holder that is still alive, or count the attempt as lost.
 
         A lost attempt counts against the retry limit like a transient error, so a request that
         kills its worker every time ends `dead_lettered` (`WorkerLost`) instead of looping.
@@ -323,7 +335,11 @@ class Processor:
         earlier = self._earlier_outcome(target, state)
         if earlier is not None:
             return self._record_outcome(job, state, earlier)
-        return self._count_lost(job, state) if state.status is Status.RUNNING else None
+        if state.status is not Status.RUNNING:
+            return None
+        if self.s.leases.holder_alive(job.request.request_id):
+            return self._defer(job, state, self.s.settings.lease_timeout, "its earlier attempt's worker is alive")
+        return self._count_lost(job, state)
 
     def _count_lost(self, job: Job, state: RequestState) -> RequestState:
         """Mark the dead attempt's ZenML run failed, then treat the attempt like a transient failure."""
@@ -372,10 +388,10 @@ class Processor:
         except transient_types() as exc:
             raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
 
-    def _execute(self, target: Target, started: RequestState) -> RunOutcome:
+    def _execute(self, target: Target, started: RequestState, fence: str | None) -> RunOutcome:
         """Run within the target's time limit."""
         with deadline(self._time_limit(target), f"run {started.run_name}"):
-            return self._run(target, started)
+            return self._run(target, started, fence)
 
     def _time_limit(self, target: Target) -> float:
         """Seconds the run may take: `template:NAME`, then the pipeline, then the default."""
@@ -384,7 +400,7 @@ class Processor:
             return limits[f"template:{target.template.name}"]
         return limits.get(target.entry.name, settings.run_timeout)
 
-    def _run(self, target: Target, started: RequestState) -> RunOutcome:
+    def _run(self, target: Target, started: RequestState, fence: str | None) -> RunOutcome:
         """Run through the backend the ZenML connection calls for."""
         template, run_name = target.template, started.run_name or ""
         if template is None:
@@ -395,18 +411,24 @@ class Processor:
                 target.plan.parameters,
                 target.plan.steps,
                 run_name,
-                on_submitted=self._submitted_hook(started),
+                on_submitted=self._submitted_hook(started, fence),
             )
         outcome = self.s.runner.run(target.entry, target.plan, run_name, template.run_config)
         self.s.runner.link(outcome, template.ref, template.snapshot_id)
         return outcome
 
     def _earlier_outcome(self, target: Target, state: RequestState) -> RunOutcome | None:
-        """The outcome of an earlier attempt's run: finished after all, or still going on a server."""
-        if target.template is not None and state.run_id and state.status in (Status.RUNNING, Status.RETRYING):
-            if self.s.server.available(target.template):
-                self.log.info("trigger.following", run_id=state.run_id)
-                return self.s.server.follow(state.run_id, state.run_name or "", target.template.ref)
+        """The outcome of an earlier attempt's run: finished after all, or still going on a server.
+
+        A server run is found by its run name too, for when the server took it but recording its id
+        did not happen (a Redis stall, a client timeout): it is followed, never submitted again.
+        """
+        server_run = target.template is not None and self.s.server.available(target.template)
+        if server_run and state.status in (Status.RUNNING, Status.RETRYING) and target.template is not None:
+            run_id = state.run_id or (self.s.runner.run_id(state.run_name) if state.run_name else None)
+            if run_id:
+                self.log.info("trigger.following", run_id=run_id)
+                return self.s.server.follow(run_id, state.run_name or "", target.template.ref)
         if state.status is not Status.RUNNING or not state.run_name:
             return None
         outcome = self.s.runner.find(state.run_name, target.entry)
@@ -422,20 +444,24 @@ class Processor:
 
     def _duplicate(self, state: RequestState, owner: str) -> RequestState:
         state = state.advance(Status.DUPLICATE, duplicate_of=owner, attempts=state.attempts + 1, worker=HOST)
-        self.s.states.put(state)
+        self.outcomes.record(Step(state), holder=None)
         self.log.info("trigger.duplicate", duplicate_of=owner)
         return state
 
-    def _submitted_hook(self, started: RequestState) -> Callable[[str], None]:
+    def _submitted_hook(self, started: RequestState, fence: str | None) -> Callable[[str], None]:
         """Record the server's run id at once, so no later attempt submits the run again."""
 
         def record(run_id: str) -> None:
-            self.s.states.put(started.model_copy(update={"run_id": run_id, "updated_at": _now()}))
+            try:
+                self.outcomes.record(Step(started.model_copy(update={"run_id": run_id, "updated_at": _now()})), fence)
+            except Refused as refused:  # the lease went elsewhere; that worker finds the run by its name
+                self.log.warning("trigger.fenced", reason=f"refused to record the run id: {refused.reason}")
 
         return record
 
-    def _start(self, request: TriggerRequest, state: RequestState, target: Target) -> RequestState:
-        attempt = state.attempts + 1
+    def _start(self, job: Job, state: RequestState, target: Target) -> RequestState:
+        """Record the attempt `running` (fenced: only the lease holder may start it), then mark it seen."""
+        request, attempt = job.request, state.attempts + 1
         run_name = f"{target.entry.name}-{request.request_id}-{attempt}"
         plan = target.plan
         started = state.advance(
@@ -449,7 +475,9 @@ class Processor:
             error=None,
             next_attempt_at=None,
         )
-        self.s.states.put(started)
+        self.outcomes.record(Step(started), job.fence)
+        self.s.leases.mark_seen(request.request_id)
+        self.s.checkpoint("started", request.request_id)
         self.log.info(
             "trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps
         )
@@ -462,13 +490,13 @@ class Processor:
         attempts = max(state.attempts, 1)
         if outcome.status == "submitted":
             state = state.advance(Status.SUBMITTED, attempts=attempts, run_id=outcome.run_id, run_name=outcome.run_name)
-            self.s.states.put(state)
+            self.outcomes.record(Step(state), job.fence)
             self.log.info("trigger.submitted", run_id=outcome.run_id)
             return state
         if not outcome.succeeded:
             error = PipelineRunFailed(f"run {outcome.run_name} ended {outcome.status}", run_id=outcome.run_id)
             state = state.model_copy(update={"run_id": outcome.run_id})
-            return self._end(state, Status.FAILED, error, state.attempts, job.delivery)
+            return self._end(state, Status.FAILED, error, state.attempts, job.delivery, job.fence)
         state = state.advance(
             Status.SUCCEEDED,
             attempts=attempts,
@@ -478,7 +506,7 @@ class Processor:
             error=None,
             worker=HOST,
         )
-        self.s.states.put(state)
+        self.outcomes.record(Step(state), job.fence)
         self.log.info("trigger.succeeded", run_id=outcome.run_id, metrics=outcome.metrics, duration_s=_duration(state))
         return state
 
@@ -491,7 +519,7 @@ class Processor:
         pipeline = state.pipeline_name or job.request.pipeline_name
         delay = RetryPolicy.for_pipeline(self.s.settings, pipeline).delay(exc, attempt)
         if delay is None:
-            return self._end(state, Status.DEAD_LETTERED, exc, attempt, job.delivery)
+            return self._end(state, Status.DEAD_LETTERED, exc, attempt, job.delivery, job.fence)
         due = time.time() + delay
         state = state.advance(
             Status.RETRYING,
@@ -499,15 +527,16 @@ class Processor:
             error=ErrorInfo(**exc.as_dict()),
             next_attempt_at=datetime.fromtimestamp(due, timezone.utc),
         )
-        pipe = self.s.states.client.pipeline(transaction=True)
-        self.s.states.put(state, pipe)
-        self._schedule(job.request, due, {"attempt": attempt + 1}, pipe)
-        pipe.execute()
+        envelope = self._envelope(job.request, {"attempt": attempt + 1})
+        self.outcomes.record(Step(state, next_attempt=(envelope, due)), job.fence)
         self.log.warning("trigger.retrying", attempt=attempt, delay_s=round(delay, 3), error=state.error.message)
         return state
 
-    def _end(self, state: RequestState, status: Status, exc: Any, attempt: int, delivery: Delivery) -> RequestState:
-        """Record a non-successful terminal state, dead-letter the delivery's raw bytes, free the idempotency key."""
+    def _end(
+        self, state: RequestState, status: Status, exc: Any, attempt: int, delivery: Delivery, fence: str | None = None
+    ) -> RequestState:
+        """Record a non-successful terminal state, its dead letter (the delivery's raw bytes) and the release
+        of its idempotency key, in one atomic write (fenced by the lease holder `fence`, when given)."""
         state = state.advance(
             status,
             attempts=max(attempt, 1),
@@ -515,10 +544,8 @@ class Processor:
             worker=HOST,
             next_attempt_at=None,
         )
-        self.s.states.put(state)
-        self.s.dead_letters.add(_letter(state, delivery.kept(self.s.dead_letters)))
-        if state.idempotency_key and state.duplicate_of is None:
-            self.s.claims.release(state.idempotency_key, state.request_id)
+        letter = _letter(state, delivery.kept(self.s.dead_letters))
+        self.outcomes.record(Step(state, letter=letter, release_claim=state.duplicate_of is None), fence)
         event = {Status.REJECTED: "trigger.rejected", Status.FAILED: "trigger.failed"}.get(
             status, "trigger.dead_lettered"
         )
@@ -552,12 +579,11 @@ def _letter(state: RequestState, payload: BoundedPayload) -> DeadLetter:
     )
 
 
-def letter_holds(letter: DeadLetter, payload: bytes | str) -> bool:
-    """Whether `letter` already keeps exactly `payload` (a redelivery of a recorded message)."""
-    data = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-    if letter.payload_sha256:
-        return letter.payload_sha256 == hashlib.sha256(data).hexdigest()
-    return letter.raw_bytes() == data  # a letter written before digests were kept
+def _may_take(state: RequestState, readable: bool) -> bool:
+    """Whether a delivery may be recorded over `state`: never an ended one, nor a readable request's."""
+    if state.status.terminal:
+        return False
+    return readable or (state.status is Status.QUEUED and state.pipeline_name is None and state.template is None)
 
 
 def _now() -> datetime:

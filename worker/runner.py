@@ -93,7 +93,7 @@ class ZenMLRunner:
         try:
             run = configured(**plan.parameters)
         except Exception as exc:
-            error = classify(exc, run_name, self._run_id(run_name))
+            error = classify(exc, run_name, self.run_id(run_name))
             if isinstance(error, RunTimeout):
                 error.run_id = self.abandon(run_name, error.message)
             raise error from exc
@@ -132,7 +132,8 @@ class ZenMLRunner:
             return None
         return None if run is None else str(run.id)
 
-    def _run_id(self, run_name: str) -> str | None:
+    def run_id(self, run_name: str) -> str | None:
+        """The id of the run with this name, if ZenML has one (best effort: None when the store is down)."""
         try:
             run = _run_named(run_name)
         except Exception:  # noqa: BLE001 - the store may be down; the failure is classified without an id

@@ -30,20 +30,21 @@ class RetrySchedule:
     def __init__(self, client: redis.Redis, queue: str) -> None:
         self.client = client
         self.queue = queue
+        self.key = keys.retry_schedule_key(queue)
         self._release_due = client.register_script(_RELEASE_DUE)
 
     def add(self, envelope: str, due: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Schedule an envelope for `due` (epoch seconds)."""
-        (pipe if pipe is not None else self.client).zadd(keys.RETRY_SCHEDULE_KEY, {envelope: due})
+        (pipe if pipe is not None else self.client).zadd(self.key, {envelope: due})
 
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""
         now = time.time() if now is None else now
-        return int(self._release_due(keys=[keys.RETRY_SCHEDULE_KEY, self.queue], args=[now, batch]))
+        return int(self._release_due(keys=[self.key, self.queue], args=[now, batch]))
 
     def pending(self) -> int:
         """Envelopes still waiting."""
-        return int(self.client.zcard(keys.RETRY_SCHEDULE_KEY))
+        return int(self.client.zcard(self.key))
 
 
 class ScheduleReleaser(threading.Thread):

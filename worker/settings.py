@@ -73,6 +73,13 @@ class WorkerSettings(ProducerSettings):
         default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout."
     )
 
+    lost_after: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a queued request's message may be neither in the queue nor unacked before it is resent.",
+    )
+    sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps for messages lost in flight.")
+
     wait_for_server_runs: bool = Field(default=True, description="Follow template runs on a ZenML server to their end.")
     server_poll_interval: float = Field(default=5.0, gt=0, description="Seconds between status polls of a server run.")
 
@@ -90,6 +97,15 @@ class WorkerSettings(ProducerSettings):
         ],
         description="Parameter names containing any of these are logged as '***'.",
     )
+
+    @model_validator(mode="after")
+    def _state_outlives_claims(self) -> WorkerSettings:
+        if self.state_ttl < self.dedup_window:
+            raise ValueError(
+                f"state_ttl ({self.state_ttl}s) must be at least dedup_window ({self.dedup_window}s), "
+                "or a duplicate's duplicate_of would point at a request whose state has expired"
+            )
+        return self
 
     @model_validator(mode="after")
     def _heartbeat_under_lease(self) -> WorkerSettings:

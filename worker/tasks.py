@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import resource
+import threading
 from typing import Any
 
 import redis
@@ -12,19 +13,24 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from pipelines.registry import RegistryError
 from producers import keys
 from producers.client import connect
+from producers.state import StateStore
+from worker.delivery import Delivery
 from worker.logs import configure_logging, get_logger
-from worker.processing import Delivery, Processor
+from worker.processing import Processor
 from worker.runtime import build_processor
 from worker.schedule import RetrySchedule, ScheduleReleaser
 from worker.settings import WorkerSettings
+from worker.sweeper import Sweeper, SweeperThread
 
 _processor: Processor | None = None
 _releaser: ScheduleReleaser | None = None
+_sweeper: SweeperThread | None = None
 _app: Celery | None = None
 
 
 SUPPORTED_POOLS = ("prefork", "solo")
-"""Pools whose tasks run on a process's main thread, where the run time limit's alarm can interrupt them."""
+"""Pools whose tasks run on a process's main thread, where the run time limit's alarm can interrupt them.
+Only prefork adds the hard limit (the pool kills the child) and the per-child memory ceiling."""
 
 
 class TriggerTask(Task):
@@ -35,10 +41,16 @@ class TriggerTask(Task):
         if not isinstance(exc, TimeLimitExceeded) or not args:
             return
         delivery = Delivery(raw=args[0], task_id=task_id, **(kwargs or {}))
-        try:
-            processor_for(self.app).record_killed(delivery, hard_time_limit(settings_of(self.app)))
-        except Exception as error:  # noqa: BLE001 - in the consumer's own process: log, never crash it
-            get_logger().exception("trigger.record_failed", request_id=task_id, error=str(error))
+        threading.Thread(target=record_killed, args=(self.app, delivery), daemon=True).start()
+
+
+def record_killed(app: Celery, delivery: Delivery) -> None:
+    """Off the consumer's loop: wait for the killed child's lease, then record its request `failed`."""
+    settings = settings_of(app)
+    try:
+        processor_for(app).record_killed(delivery, hard_time_limit(settings), wait=3 * settings.lease_timeout)
+    except Exception as error:  # noqa: BLE001 - a thread of the consumer's own process: log, never crash it
+        get_logger().exception("trigger.record_failed", request_id=delivery.task_id, error=str(error))
 
 
 def hard_time_limit(settings: WorkerSettings) -> float:
@@ -103,10 +115,14 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
     pool = pool_name(sender)
     if pool not in SUPPORTED_POOLS:
         message = f"--pool {pool} is not supported: use prefork (the default) or solo, where run time limits hold"
+        # threads, gevent and eventlet would also share one lease holder id between concurrent runs
         get_logger().error("trigger.config_error", error=message)
         raise SystemExit(f"trigger worker: {message}")
     if pool == "solo":
-        limit_memory(settings.memory_limit_mb)  # no children: the worker process itself runs the pipelines
+        get_logger().warning(
+            "trigger.solo_pool",
+            reason="no child process to kill: the run time limit is only the alarm, and there is no memory ceiling",
+        )
     try:
         processor = processor_for(_app)
         for entry in processor.s.registry:
@@ -119,13 +135,17 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
 
 
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
-    """Main process: start releasing due retries."""
-    global _releaser
+    """Main process: start releasing due retries and sweeping for messages lost in flight."""
+    global _releaser, _sweeper
     if _app is None or _releaser is not None:
         return
     settings = settings_of(_app)
-    _releaser = ScheduleReleaser(RetrySchedule(connect(settings), settings.queue))
+    client = connect(settings)
+    _releaser = ScheduleReleaser(RetrySchedule(client, settings.queue))
     _releaser.start()
+    sweeper = Sweeper(client, settings.queue, StateStore(client, settings.state_ttl), settings.lost_after)
+    _sweeper = SweeperThread(sweeper, settings.sweep_interval)
+    _sweeper.start()
 
 
 def on_worker_process_init(sender: Any = None, **_: Any) -> None:
@@ -152,6 +172,7 @@ def limit_memory(megabytes: int) -> None:
 
 
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    """Stop the retry releaser."""
-    if _releaser is not None:
-        _releaser.stopped.set()
+    """Stop the retry releaser and the sweeper."""
+    for thread in (_releaser, _sweeper):
+        if thread is not None:
+            thread.stopped.set()

@@ -26,6 +26,7 @@ TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding", "raw_size", "r
 
 
 _ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+_DIGEST = re.compile(r"(?:[0-9a-f]{64})?")
 """A task id the worker may record state under: the request id's own character set and length."""
 
 
@@ -94,8 +95,10 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
     if not isinstance(kwargs.get("quarantine", ""), str):
         raise EnvelopeError("task keyword 'quarantine' must be a string")
     size, digest = kwargs.get("raw_size", 0), kwargs.get("raw_sha256", "")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(digest, str):
-        raise EnvelopeError("task keywords 'raw_size' and 'raw_sha256' must be a count and a hex digest")
+    if not isinstance(digest, str):
+        raise EnvelopeError("task keyword 'raw_sha256' must be a SHA-256 hex digest")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63 or not _DIGEST.fullmatch(digest):
+        raise EnvelopeError("task keywords 'raw_size' and 'raw_sha256' must be a count and a SHA-256 hex digest")
 
 
 def quarantine(item: bytes, queue: str, reason: str, **extra: Any) -> dict[str, Any]:

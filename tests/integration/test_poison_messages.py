@@ -116,6 +116,27 @@ def test_garbage_naming_a_finished_request_is_dead_lettered_under_its_own_id(sta
     assert stack.client.status(finished).status is Status.SUCCEEDED  # untouched
 
 
+def test_garbage_sent_under_a_running_requests_id_does_not_take_it_over(stack: Stack) -> None:
+    stack.start_worker("a")
+    stack.start_worker("b")
+    victim = stack.client.trigger("slow_pipeline", parameters={"seconds": 8}, idempotency_key="victim")
+    deadline = time.monotonic() + 90
+    while stack.client.status(victim).status is not Status.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _push(stack, victim, "garbage-running")
+    second = stack.client.trigger("slow_pipeline", parameters={"seconds": 0.1}, idempotency_key="victim")
+
+    state = stack.wait(victim)
+
+    assert state.status is Status.SUCCEEDED and stack.client.states.get(victim).claimed_id is None, stack.logs()
+    assert stack.wait(second).status is Status.DUPLICATE, "the key stayed claimed while the run went on"
+    assert stack.redis.get(keys.dead_letter_key(victim)) is None
+    assert len([r for r in zenml_runs("slow_pipeline") if r.status.value == "completed"]) == 1
+    garbage = [m.decode() for m in stack.redis.zrange(keys.DEAD_LETTERS_KEY, 0, -1)]
+    claims = [stack.client.states.get(g).claimed_id for g in garbage if g.startswith("malformed-")]
+    assert victim in claims
+
+
 def test_a_run_over_its_time_limit_is_stopped_failed_and_the_worker_goes_on(stack: Stack) -> None:
     stack.start_worker(TRIGGER_RUN_TIMEOUTS='{"slow_pipeline": 8}')
     warm = stack.client.trigger("training_pipeline", steps={"train_model": {"n_estimators": 5}})
@@ -133,6 +154,7 @@ def test_a_run_over_its_time_limit_is_stopped_failed_and_the_worker_goes_on(stac
 
 
 def test_a_run_that_ignores_the_limit_is_killed_by_the_pool(stack: Stack) -> None:
+    stack.env_overrides.update(FAST_RECOVERY)  # the kill is recorded once the child's lease runs out
     stack.start_worker(
         pool="prefork",
         TRIGGER_RUN_TIMEOUT="30",  # the hard limit: the largest run limit (30 s) plus the grace (3 s)

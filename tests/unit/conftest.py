@@ -67,6 +67,10 @@ class FakeRunner:
         self.find_calls.append(run_name)
         return self.found.get(run_name)
 
+    def run_id(self, run_name: str) -> str | None:
+        found = self.found.get(run_name)
+        return found.run_id if found is not None else None
+
     def abandon(self, run_name: str, reason: str) -> str | None:
         self.abandoned.append((run_name, reason))
         return f"abandoned-{run_name}"

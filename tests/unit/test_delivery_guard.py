@@ -116,3 +116,33 @@ def test_an_item_the_transport_cut_down_keeps_its_size_and_digest(processor: Pro
     assert letter.payload_truncated and letter.payload_size == len(item)
     assert letter.payload_sha256 == hashlib.sha256(item).hexdigest()
     assert len(letter.raw_payload) <= 4096
+
+
+@pytest.mark.parametrize("status", [Status.QUEUED, Status.RETRYING, Status.RUNNING])
+def test_garbage_under_a_live_requests_id_never_takes_it_over(processor: Processor, status: Status) -> None:
+    live = RequestState(request_id="live-1", status=status, pipeline_name="training_pipeline", idempotency_key="k")
+    processor.s.states.put(live)
+    processor.s.claims.claim("k", "live-1")
+
+    state = processor.handle(Delivery(raw=b"\x00garbage", task_id="live-1"))
+
+    assert state.request_id != "live-1" and state.claimed_id == "live-1" and state.status is Status.REJECTED
+    assert processor.s.states.get("live-1").status is status  # type: ignore[union-attr]
+    assert processor.s.dead_letters.get("live-1") is None
+    assert processor.s.claims.claim("k", "other") == "live-1", "its idempotency key is still held"
+
+
+def test_the_queued_record_of_a_raw_replay_is_where_its_rejection_goes(processor: Processor) -> None:
+    replay = RequestState(request_id="replay-1", status=Status.QUEUED, replay_of="old-1")
+    processor.s.states.put(replay)
+
+    state = processor.handle(Delivery(raw=b"junk again", task_id="replay-1"))
+
+    assert state.request_id == "replay-1" and state.status is Status.REJECTED and state.replay_of == "old-1"
+
+
+def test_text_that_is_only_partly_base64_is_not_decoded_leniently(processor: Processor) -> None:
+    state = processor.handle(Delivery(raw='{"aa":"bb"}', task_id="b64-2", raw_encoding="base64"))
+
+    assert state.error is not None and "not valid base64" in state.error.message
+    assert letter_bytes(processor, "b64-2") == b'{"aa":"bb"}'

@@ -162,6 +162,23 @@ class TestSafeLoads:
         raw = json.dumps(_with_body(envelope(), [["a"], ["kw"], EMBED])).encode()
         assert_quarantined(safe_loads(raw, QUEUE), raw, "must be JSON objects")
 
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"raw_sha256": "\ud800zz"},
+            {"raw_sha256": "not hex"},
+            {"raw_sha256": 7},
+            {"raw_size": -1},
+            {"raw_size": 2**70},
+            {"raw_size": True},
+            {"task_id_of_someone": "x"},
+        ],
+    )
+    def test_transport_keywords_are_checked_before_they_reach_a_letter(self, kwargs: dict[str, Any]) -> None:
+        raw = json.dumps(envelope(**kwargs)).encode()
+        message = safe_loads(raw, QUEUE)
+        assert_quarantined(message, raw, "task keyword")
+
     def test_body_that_is_not_base64_json(self) -> None:
         message = envelope()
         message["body"] = "!!! not base64 !!!"

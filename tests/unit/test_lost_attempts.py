@@ -65,7 +65,7 @@ def test_the_next_attempt_after_a_lost_one_runs(processor: Processor, runner: An
 def test_a_run_killed_at_the_hard_limit_ends_failed_with_run_timeout(processor: Processor, runner: Any) -> None:
     request = interrupted(processor, "killed-1", attempts=1, key="drift:killed")
 
-    state = processor.record_killed(deliver(request), 3630)
+    state = processor.record_killed(deliver(request), 3630, wait=1)
 
     assert state is not None and state.status is Status.FAILED
     assert state.error is not None and state.error.type == "RunTimeout" and "3630s" in state.error.message
@@ -78,7 +78,17 @@ def test_a_killed_run_whose_request_already_ended_is_left_alone(processor: Proce
     request = make_request(request_id="done-2")
     processor.handle(deliver(request))
 
-    state = processor.record_killed(deliver(request), 10)
+    state = processor.record_killed(deliver(request), 10, wait=1)
 
     assert state is not None and state.status is Status.SUCCEEDED
     assert runner.abandoned == []
+
+
+def test_a_killed_run_is_recorded_only_once_the_child_lets_go_of_its_lease(processor: Processor, runner: Any) -> None:
+    """Celery reports the hard timeout before it kills the child; a child still holding its lease wins."""
+    request = interrupted(processor, "killed-2", attempts=1)
+    processor.s.leases.client.set("zenml-trigger:lease:killed-2", "the-child", ex=60)
+
+    assert processor.record_killed(deliver(request), 10, wait=0.6) is None
+    assert processor.s.states.get("killed-2").status is Status.RUNNING  # type: ignore[union-attr]
+    assert processor.s.dead_letters.get("killed-2") is None

@@ -14,7 +14,6 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from producers import keys
 from producers.contract import TriggerRequest, encode_request, normalize_steps
 from producers.state import RequestState, Status
 from worker.errors import PipelineRunFailed, StoreUnavailable
@@ -288,7 +287,7 @@ class TestRetries:
         assert events(logs)[-1] == "trigger.retrying"
         assert processor.s.dead_letters.count() == 0
 
-        [(envelope, due)] = processor.s.schedule.client.zrange(keys.RETRY_SCHEDULE_KEY, 0, -1, withscores=True)
+        [(envelope, due)] = processor.s.schedule.client.zrange(processor.s.schedule.key, 0, -1, withscores=True)
         assert due == pytest.approx(state.next_attempt_at.timestamp())
         message = json.loads(envelope)
         assert envelope_problem(message) is None
@@ -304,7 +303,7 @@ class TestRetries:
         monkeypatch.setattr("worker.processing.time", SimpleNamespace(time=lambda: now))
         runner.script = [StoreUnavailable()]
         state = processor.handle(deliver(make_request(request_id="tr-2")))
-        [(_, due)] = processor.s.schedule.client.zrange(keys.RETRY_SCHEDULE_KEY, 0, -1, withscores=True)
+        [(_, due)] = processor.s.schedule.client.zrange(processor.s.schedule.key, 0, -1, withscores=True)
         base = processor.s.settings.retry_base_delay
         assert base / 2 <= due - now <= base
         assert state.next_attempt_at == datetime.fromtimestamp(due, timezone.utc)

@@ -33,7 +33,7 @@ def test_a_copy_of_a_leased_request_is_deferred_not_dropped(processor: Processor
     state = processor.handle(deliver(request))
 
     assert state.status is Status.QUEUED and runner.calls == []
-    [(_envelope, due)] = processor.s.states.client.zrange(keys.RETRY_SCHEDULE_KEY, 0, -1, withscores=True)
+    [(_envelope, due)] = processor.s.states.client.zrange(processor.s.schedule.key, 0, -1, withscores=True)
     assert 29 < due - time.time() <= 31.5  # back once the lease would have expired
     processor.s.states.client.delete(keys.lease_key("leased-1"))  # the holder died
     assert processor.s.schedule.release_due(now=due + 1) == 1
@@ -64,7 +64,7 @@ def test_redis_trouble_mid_request_is_raised_for_requeue_not_recorded(processor:
     def broken_put(*_args: Any, **_kwargs: Any) -> None:
         raise redis.ConnectionError("Redis went away")
 
-    processor.s.states.put = broken_put  # type: ignore[method-assign]
+    processor.outcomes.record = broken_put  # type: ignore[method-assign]
     with pytest.raises(redis.ConnectionError):
         processor.handle(deliver(TriggerRequest(request_id="blip-1", pipeline_name="training_pipeline")))
     assert processor.s.dead_letters.count() == 0 and runner.calls == []

@@ -85,7 +85,7 @@ class FakePipeline:
 @pytest.fixture
 def zen_runner(monkeypatch: pytest.MonkeyPatch) -> ZenMLRunner:
     runner = ZenMLRunner()
-    monkeypatch.setattr(runner, "_run_id", lambda run_name: None)
+    monkeypatch.setattr(runner, "run_id", lambda run_name: None)
     return runner
 
 

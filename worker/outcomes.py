@@ -1,0 +1,100 @@
+"""Recording a request's state: one atomic, fenced write per step of its life.
+
+A step's whole effect (the state, and with it a dead letter, the release of the
+idempotency key, or the next attempt in the retry schedule) is one Lua call, so a crash
+or a Redis stall can never leave half of it. The write itself refuses what must never
+happen: overwriting a terminal state, or a worker that no longer holds the request's
+lease recording anything (fencing).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from producers import keys
+from producers.state import TERMINAL, RequestState, StateStore
+from worker.dead_letters import ADD_LETTER, LETTER_KEYS, LETTER_PREFIX, DeadLetter, DeadLetterStore
+from worker.schedule import RetrySchedule
+
+_RECORD = (
+    ADD_LETTER
+    + """
+local state_key, lease_key, claim_key, schedule_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local holder = ARGV[2]
+if holder ~= '' and redis.call('GET', lease_key) ~= holder then return 'fenced' end
+local current = redis.call('GET', state_key)
+if current then
+  local status = cjson.decode(current)['status']
+  for _, name in ipairs(cjson.decode(ARGV[5])) do
+    if name == status then return 'terminal' end
+  end
+end
+redis.call('SET', state_key, ARGV[3], 'EX', ARGV[4])
+if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
+if ARGV[12] ~= '' and redis.call('GET', claim_key) == ARGV[12] then redis.call('DEL', claim_key) end
+if ARGV[13] ~= '' then redis.call('ZADD', schedule_key, ARGV[14], ARGV[13]) end
+if ARGV[15] ~= 'queued' then
+  redis.call('ZREM', KEYS[9], ARGV[16])
+  redis.call('HDEL', KEYS[10], ARGV[16])
+end
+return 'ok'
+"""
+)
+"""KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages. ARGV: letter
+prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6, or '' and
+five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id. Returns 'ok', 'fenced'
+or 'terminal'. Any status but `queued` means a worker took the request on: it is no longer waiting."""
+
+_TERMINAL = json.dumps(sorted(status.value for status in TERMINAL))
+_NO_LETTER = ["", "", 0, 0, 0, 0]
+
+
+class Refused(Exception):
+    """A write the protocol forbids: the request already ended, or this worker lost its lease."""
+
+    def __init__(self, reason: str, request_id: str) -> None:
+        super().__init__(f"{request_id}: {reason}")
+        self.reason, self.request_id = reason, request_id
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a request's life: its new state and what must happen with it, atomically."""
+
+    state: RequestState
+    letter: DeadLetter | None = None
+    release_claim: bool = False
+    next_attempt: tuple[str, float] | None = None  # (task envelope, due epoch seconds)
+
+
+class Outcomes:
+    """Writes `Step`s: state, dead letter, claim release and retry in one fenced Lua call."""
+
+    def __init__(self, states: StateStore, letters: DeadLetterStore, schedule: RetrySchedule) -> None:
+        self.states = states
+        self.letters = letters
+        self.schedule = schedule
+        self._record = states.client.register_script(_RECORD)
+
+    def record(self, step: Step, holder: str | None) -> None:
+        """Write `step`, fenced by `holder`'s lease when given; `Refused` when the protocol forbids it."""
+        state = step.state
+        claim = state.idempotency_key if step.release_claim and state.idempotency_key else None
+        envelope, due = step.next_attempt or ("", 0)
+        letter = self.letters.letter_args(step.letter) if step.letter is not None else _NO_LETTER
+        keys_ = [
+            *LETTER_KEYS,
+            keys.state_key(state.request_id),
+            keys.lease_key(state.request_id),
+            keys.idempotency_key(claim or ""),
+            self.schedule.key,
+            keys.waiting_key(self.schedule.queue),
+            keys.waiting_messages_key(self.schedule.queue),
+        ]
+        args = [LETTER_PREFIX, holder or "", state.to_json(), self.states.ttl, _TERMINAL, *letter]
+        args += [state.request_id if claim else "", envelope, due, state.status.value, state.request_id]
+        result = self._record(keys=keys_, args=args)
+        reason = result.decode() if isinstance(result, bytes) else str(result)
+        if reason != "ok":
+            raise Refused(reason, state.request_id)
