@@ -159,7 +159,12 @@ class Stack:
         return states
 
     def logs(self) -> str:
+        """The end of each worker's log, for assertion messages."""
         return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("*.log")))
+
+    def logged(self, event: str) -> bool:
+        """Whether any worker logged `event` at any point (the whole logs, not their ends)."""
+        return any(event in p.read_text(errors="replace") for p in self.log_dir.glob("*.log"))
 
     def stop(self) -> None:
         for process in self.workers:

@@ -208,7 +208,7 @@ def test_the_run_of_a_killed_attempt_is_marked_failed_in_zenml(stack: Stack) -> 
     worker = stack.start_worker("prefork", pool="prefork", TRIGGER_CONCURRENCY="1")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 6})
     deadline = time.monotonic() + 90
-    while "wait_a_while` has started" not in stack.logs() and time.monotonic() < deadline:
+    while not stack.logged("wait_a_while` has started") and time.monotonic() < deadline:
         time.sleep(0.1)
     (child,) = psutil.Process(worker.pid).children()
     child.send_signal(signal.SIGKILL)

@@ -36,7 +36,7 @@ def test_sigkill_mid_run_is_recovered_and_run_once_more(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     first = stack.start_worker("first")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 8})
-    assert _wait_for(lambda: "wait_a_while` has started" in stack.logs(), timeout=90), stack.logs()
+    assert _wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
     time.sleep(1)  # inside the step now
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -58,7 +58,7 @@ def test_sigkill_of_a_prefork_child_mid_run_is_recovered(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     worker = stack.start_worker("prefork", pool="prefork", TRIGGER_CONCURRENCY="1")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 8})
-    assert _wait_for(lambda: "wait_a_while` has started" in stack.logs(), timeout=90), stack.logs()
+    assert _wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
     (child,) = psutil.Process(worker.pid).children()
     child.send_signal(signal.SIGKILL)
 
@@ -66,7 +66,7 @@ def test_sigkill_of_a_prefork_child_mid_run_is_recovered(stack: Stack) -> None:
 
     assert state.status is Status.SUCCEEDED, stack.logs()
     assert state.attempts == 2
-    assert "trigger.deferred" in stack.logs()  # the requeued copy waited for the dead child's lease
+    assert stack.logged("trigger.deferred"), stack.logs()  # the requeued copy waited for the dead child's lease
     assert len([r for r in zenml_runs("slow_pipeline") if r.status.value == "completed"]) == 1
 
 

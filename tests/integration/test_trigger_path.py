@@ -117,8 +117,10 @@ def test_every_invalid_kind_is_rejected_with_its_path_and_never_runs(stack: Stac
     for index, (path, body) in enumerate(raw_cases.items()):
         task_id = f"raw-{index}"
         stack.redis.lpush(stack.queue, task_envelope(keys.TASK_NAME, task_id, [body], stack.queue))
-        cases[f"raw:{path}"] = {0: task_id, 1: "not-a-request-1", 2: "too-large-1"}[index]
+        cases[f"raw:{path}"] = task_id  # recorded under its own task id, never under the id its body claims
     states = {path: stack.wait(request_id) for path, request_id in cases.items()}
+    assert states["raw:pipline_name"].claimed_id == "not-a-request-1"
+    assert stack.client.states.get("not-a-request-1") is None
 
     for path, state in states.items():
         assert state.status is Status.REJECTED, (path, state)
