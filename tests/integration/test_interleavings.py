@@ -20,7 +20,7 @@ from producers.state import RequestState, Status
 from tests.support.interleaving import LEASE, Scheduler, SimWorker, check_invariants
 from worker.outcomes import Refused, Step
 
-SCHEDULES = int(os.environ.get("TRIGGER_INTERLEAVING_SCHEDULES", "300"))
+SCHEDULES = int(os.environ.get("TRIGGER_INTERLEAVING_SCHEDULES", "200"))
 
 
 @pytest.fixture(scope="module")
