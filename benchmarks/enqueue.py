@@ -156,7 +156,7 @@ class Modes:
         return [lambda p=p: self._transaction(*p) for p in prepared]
 
     def cleanup(self) -> None:
-        self.raw.delete(self.queue)
+        self.raw.delete(self.queue, keys.waiting_key(self.queue), keys.waiting_messages_key(self.queue))
         for start in range(0, len(self.request_ids), 1000):
             self.raw.delete(*(keys.state_key(rid) for rid in self.request_ids[start : start + 1000]))
 
