@@ -27,12 +27,14 @@ _ENQUEUE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
+  if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
 end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 return 1
 """
 # A new request is also noted as waiting (with its message) until a worker takes it on, so the
-# worker's sweeper can send again a message that was popped and lost before kombu recorded it.
+# worker's sweeper can send again a message that was popped and lost before kombu recorded it. A request
+# with a coalescing key becomes the key's latest, decided here, atomically, in enqueue order (not by clocks).
 
 
 def connect(settings: ProducerSettings) -> redis.Redis:
@@ -73,6 +75,7 @@ class TriggerClient:
         parameters: Mapping[str, Any] | None = None,
         steps: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        coalesce_key: str | None = None,
         source: str = "python-client",
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
@@ -88,6 +91,7 @@ class TriggerClient:
             "parameters": dict(parameters or {}),
             "steps": steps,
             "idempotency_key": idempotency_key,
+            "coalesce_key": coalesce_key,
             "source": source,
             "metadata": dict(metadata or {}),
         }
@@ -107,9 +111,11 @@ class TriggerClient:
         try:
             queue = self.settings.queue
             waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue)]
+            latest = keys.coalesce_latest_key(state.coalesce_key or "")
+            args = [state.to_json(), self.settings.state_ttl, envelope, time.time(), state.request_id]
             self._enqueue(
-                keys=[keys.state_key(state.request_id), queue, *waiting],
-                args=[state.to_json(), self.settings.state_ttl, envelope, time.time(), state.request_id],
+                keys=[keys.state_key(state.request_id), queue, *waiting, latest],
+                args=[*args, state.coalesce_key or ""],
             )
         except redis.RedisError as exc:
             raise self._enqueue_error(state.request_id, exc) from None

@@ -25,7 +25,8 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticSeriali
 
 from producers.errors import MalformedRequest, PayloadTooLarge, Problem
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added `coalesce_key`; a worker reads every older version."""
 NAME_PATTERN = r"^[A-Za-z0-9_.:@/-]+$"
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 
@@ -53,7 +54,7 @@ class TriggerRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128, pattern=ID_PATTERN)
     pipeline_name: str | None = Field(default=None, min_length=1, max_length=256, pattern=NAME_PATTERN)
     template: str | None = Field(default=None, min_length=1, max_length=256, pattern=NAME_PATTERN)
@@ -64,11 +65,18 @@ class TriggerRequest(BaseModel):
     created_at: AwareDatetime = Field(default_factory=utc_now)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     replay_of: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
+    coalesce_key: str | None = Field(default=None, min_length=1, max_length=512)
 
     @model_validator(mode="after")
     def _one_target(self) -> TriggerRequest:
         if (self.pipeline_name is None) == (self.template is None):
             raise ValueError("exactly one of 'pipeline_name' or 'template' must be set")
+        return self
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> TriggerRequest:
+        if self.schema_version < 2 and self.coalesce_key is not None:
+            raise ValueError("'coalesce_key' needs schema_version 2")
         return self
 
     @model_validator(mode="before")

@@ -76,3 +76,20 @@ def waiting_key(queue: str) -> str:
 def waiting_messages_key(queue: str) -> str:
     """Hash of those requests' task messages by request id, so a message lost in flight can be sent again."""
     return f"{KEY_PREFIX}:waiting-messages:{queue}"
+
+
+def coalesce_latest_key(key: str) -> str:
+    """The newest request enqueued with coalescing key `key` (set by the producer's enqueue, latest wins)."""
+    return f"{KEY_PREFIX}:coalesce:latest:{key}"
+
+
+def coalesce_running_key(key: str) -> str:
+    """The request whose run for coalescing key `key` is in flight (a lease-like lock, kept by its heartbeat)."""
+    return f"{KEY_PREFIX}:coalesce:running:{key}"
+
+
+COALESCED_FROM_PREFIX = f"{KEY_PREFIX}:coalesced-from:"
+"""`<prefix><request id>`: list of the requests coalesced into that request (bounded)."""
+
+COALESCED_COUNT_PREFIX = f"{KEY_PREFIX}:coalesced-count:"
+"""`<prefix><request id>`: how many requests were coalesced into that request, in all."""

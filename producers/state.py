@@ -26,6 +26,7 @@ class Status(str, Enum):
     FAILED = "failed"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    COALESCED = "coalesced"
     DEAD_LETTERED = "dead_lettered"
 
     @property
@@ -35,7 +36,15 @@ class Status(str, Enum):
 
 
 TERMINAL = frozenset(
-    {Status.SUCCEEDED, Status.FAILED, Status.REJECTED, Status.DUPLICATE, Status.DEAD_LETTERED, Status.SUBMITTED}
+    {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.REJECTED,
+        Status.DUPLICATE,
+        Status.COALESCED,
+        Status.DEAD_LETTERED,
+        Status.SUBMITTED,
+    }
 )
 """End states. `submitted` ends the worker's part for a server run it was told not to follow."""
 
@@ -85,6 +94,7 @@ class RequestState(BaseModel):
     template_ref: str | None = None
     source: str | None = None
     idempotency_key: str | None = None
+    coalesce_key: str | None = None
     attempts: int = 0
     lost_attempts: int = 0
     run_id: str | None = None
@@ -92,6 +102,9 @@ class RequestState(BaseModel):
     metrics: dict[str, JsonValue] | None = None
     error: ErrorInfo | None = None
     duplicate_of: str | None = None
+    coalesced_into: str | None = None
+    coalesced_from: list[str] = Field(default_factory=list)
+    coalesced_count: int = 0
     claimed_id: str | None = None
     replay_of: str | None = None
     replayed_as: list[str] = Field(default_factory=list)
@@ -112,6 +125,7 @@ class RequestState(BaseModel):
             template=request.template,
             source=request.source,
             idempotency_key=request.idempotency_key,
+            coalesce_key=request.coalesce_key,
             replay_of=request.replay_of,
             created_at=request.created_at,
         )

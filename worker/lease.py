@@ -29,12 +29,14 @@ redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[5])
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3]) end
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('EXPIRE', KEYS[5], ARGV[7]) end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[6]) == ARGV[8] then redis.call('EXPIRE', KEYS[6], ARGV[2]) end
 if current then return 1 end
 return 2
 """
 """Extend our lease, or take it back when nobody holds it (it expired while Redis was away); mark the
 holder seen; keep the message alive for kombu's restore sweep; keep the request's state and its
-idempotency claim from expiring under a long run. 1: extended, 2: taken back, 0: another holder has it."""
+idempotency claim from expiring under a long run, and its coalescing key's in-flight lock alive as
+long as the lease. 1: extended, 2: taken back, 0: another holder has it."""
 
 
 class Leases:
@@ -67,7 +69,9 @@ class Leases:
             return True
         return self.client.get(key) == self.holder.encode()
 
-    def refresh(self, request_id: str, delivery_tag: str | None, claim: str | None = None) -> int:
+    def refresh(
+        self, request_id: str, delivery_tag: str | None, claim: str | None = None, coalesce: str | None = None
+    ) -> int:
         """Extend (1) or take back (2) the lease and mark this holder seen; 0 when another holder has it."""
         keys_ = [
             keys.lease_key(request_id),
@@ -75,9 +79,10 @@ class Leases:
             keys.lease_seen_key(request_id),
             keys.state_key(request_id),
             keys.idempotency_key(claim or ""),
+            keys.coalesce_running_key(coalesce or ""),
         ]
         args = [self.holder, self.timeout, delivery_tag or "", self.clock(), self.state_ttl]
-        args += [request_id if claim else "", self.claim_ttl]
+        args += [request_id if claim else "", self.claim_ttl, request_id if coalesce else ""]
         return int(self._refresh(keys=keys_, args=args))
 
     def mark_seen(self, request_id: str) -> None:
@@ -106,10 +111,12 @@ class Leases:
             log.warning("trigger.lease_release_failed", request_id=request_id, error=str(exc))
 
     @contextmanager
-    def held(self, request_id: str, delivery_tag: str | None, claim: str | None = None) -> Iterator[None]:
+    def held(
+        self, request_id: str, delivery_tag: str | None, claim: str | None = None, coalesce: str | None = None
+    ) -> Iterator[None]:
         """Heartbeat in a thread while the body runs; release afterwards."""
         stop = threading.Event()
-        beat_args = (request_id, delivery_tag, claim, stop)
+        beat_args = (request_id, delivery_tag, claim, coalesce, stop)
         thread = threading.Thread(target=self._beat, args=beat_args, daemon=True)
         thread.start()
         try:
@@ -119,10 +126,12 @@ class Leases:
             thread.join(timeout=self.interval + 1)
             self.release(request_id)
 
-    def _beat(self, request_id: str, delivery_tag: str | None, claim: str | None, stop: threading.Event) -> None:
+    def _beat(
+        self, request_id: str, delivery_tag: str | None, claim: str | None, coalesce: str | None, stop: threading.Event
+    ) -> None:
         while not stop.wait(self.interval):
             try:
-                outcome = self.refresh(request_id, delivery_tag, claim)
+                outcome = self.refresh(request_id, delivery_tag, claim, coalesce)
             except redis.RedisError as exc:
                 log.warning("trigger.heartbeat_failed", request_id=request_id, error=str(exc))
                 continue

@@ -36,6 +36,7 @@ from producers.errors import (
     TriggerError,
 )
 from producers.state import ErrorInfo, RequestState, StateStore, Status
+from worker.admission import Admission, Coalescing
 from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore
 from worker.deadline import deadline
 from worker.delivery import Delivery, letter_holds
@@ -112,6 +113,10 @@ class Processor:
     def __init__(self, services: Services) -> None:
         self.s = services
         self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule)
+        settings = services.settings
+        poll = min(10.0, max(1.0, settings.lease_timeout / 6))
+        self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
+        self.admissions: tuple[Admission, ...] = (self.coalescing,)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -300,8 +305,16 @@ class Processor:
             if not self.s.leases.acquire(job.request.request_id):
                 delay = self.s.leases.remaining(job.request.request_id) + 1.0
                 return self._defer(job, state, delay, "another worker holds its lease")
-            with self.s.leases.held(job.request.request_id, job.delivery.delivery_tag, job.request.idempotency_key):
-                return self._run_leased(replace(job, fence=self.s.leases.holder), target)
+            request = job.request
+            held = self.s.leases.held(
+                request.request_id, job.delivery.delivery_tag, request.idempotency_key, request.coalesce_key
+            )
+            with held:
+                try:
+                    return self._run_leased(replace(job, fence=self.s.leases.holder), target)
+                finally:
+                    for control in self.admissions:
+                        control.release(request)
         except InvalidRequest as exc:
             return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery)
 
@@ -312,7 +325,7 @@ class Processor:
         if state.status.terminal:
             return self._skip(state, "already finished")  # another worker finished it meanwhile
         try:
-            settled = self._settle_earlier(job, target, state)
+            settled = self._settle_earlier(job, target, state) or self._admit(job, state)
             if settled is not None:
                 return settled
             state = self._start(job, state, target)
@@ -324,6 +337,18 @@ class Processor:
             return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
         except TransientError as exc:
             return self._retry_or_give_up(job, state, exc)
+
+    def _admit(self, job: Job, state: RequestState) -> RequestState | None:
+        """Ask the admission chain; None when every control admits the run."""
+        for control in self.admissions:
+            verdict = control.decide(job.request, state)
+            if verdict.kind == "defer":
+                return self._defer(job, state, verdict.delay, verdict.reason)
+            if verdict.kind == "end" and verdict.state is not None:
+                self.outcomes.record(Step(verdict.state), job.fence)
+                self.log.info(f"trigger.{verdict.state.status.value}", reason=verdict.reason)
+                return verdict.state
+        return None
 
     def _settle_earlier(self, job: Job, target: Target, state: RequestState) -> RequestState | None:
         """A copy that finds `running` settles the earlier attempt first: reuse its finished run, wait
@@ -474,6 +499,7 @@ class Processor:
             worker=HOST,
             error=None,
             next_attempt_at=None,
+            **self._covered(request.request_id),
         )
         self.outcomes.record(Step(started), job.fence)
         self.s.leases.mark_seen(request.request_id)
@@ -482,6 +508,11 @@ class Processor:
             "trigger.started", attempt=attempt, run_name=run_name, parameters=plan.parameters, steps=plan.steps
         )
         return started
+
+    def _covered(self, request_id: str) -> dict[str, Any]:
+        """The requests coalesced into this one so far, for its state."""
+        ids, count = self.coalescing.covered(request_id)
+        return {"coalesced_from": ids, "coalesced_count": count}
 
     # -- outcomes ------------------------------------------------------------
 
@@ -505,6 +536,7 @@ class Processor:
             metrics=outcome.metrics,
             error=None,
             worker=HOST,
+            **self._covered(state.request_id),
         )
         self.outcomes.record(Step(state), job.fence)
         self.log.info("trigger.succeeded", run_id=outcome.run_id, metrics=outcome.metrics, duration_s=_duration(state))

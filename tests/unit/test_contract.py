@@ -66,7 +66,7 @@ class TestTriggerRequest:
 
     def test_defaults(self) -> None:
         request = TriggerRequest(pipeline_name="training_pipeline")
-        assert request.schema_version == 1
+        assert request.schema_version == 2
         assert request.request_id
         assert request.created_at.tzinfo is not None
         assert request.target == "training_pipeline"
@@ -79,7 +79,7 @@ class TestTriggerRequest:
 
     def test_other_schema_version_is_rejected(self) -> None:
         with pytest.raises(ValidationError) as info:
-            TriggerRequest(pipeline_name="p", schema_version=2)  # type: ignore[arg-type]
+            TriggerRequest(pipeline_name="p", schema_version=3)  # type: ignore[arg-type]
         assert info.value.errors()[0]["loc"] == ("schema_version",)
 
     @pytest.mark.parametrize("name", ["os.system; rm -rf /", "a b", ""])
@@ -112,7 +112,7 @@ class TestDecode:
         data = json.loads(encode_request(request))
         assert "template" not in data
         assert "idempotency_key" not in data
-        assert data["schema_version"] == 1
+        assert data["schema_version"] == 2
         assert data["steps"] == {"train_model": {"parameters": {"n_estimators": 10}}}
 
     def test_bad_utf8_bytes(self) -> None:

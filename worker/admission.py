@@ -1,0 +1,124 @@
+"""Admission controls: small objects the walk asks, in one chain, just before a run starts.
+
+Each answers admit, defer (look again later, through the retry schedule: never rejected,
+never dropped) or end (the request ends in the state it gives, and starts nothing). They
+are asked under the request's lease, so their answer and the run that follows cannot race
+another copy of the same request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import redis
+
+from producers import keys
+from producers.contract import TriggerRequest
+from producers.state import RequestState, Status
+
+_COALESCE = """
+local latest = redis.call('GET', KEYS[1])
+local me = ARGV[1]
+if latest and latest ~= me then
+  local into, mine = ARGV[3] .. latest, ARGV[3] .. me
+  local count_into, count_mine = ARGV[4] .. latest, ARGV[4] .. me
+  local covered = redis.call('LRANGE', mine, 0, tonumber(ARGV[6]) - 1)
+  redis.call('LPUSH', into, me)
+  for _, id in ipairs(covered) do redis.call('RPUSH', into, id) end
+  redis.call('LTRIM', into, 0, tonumber(ARGV[6]) - 1)
+  redis.call('INCRBY', count_into, 1 + tonumber(redis.call('GET', count_mine) or '0'))
+  redis.call('EXPIRE', into, ARGV[5])
+  redis.call('EXPIRE', count_into, ARGV[5])
+  redis.call('DEL', mine, count_mine)
+  return {'superseded', latest}
+end
+local running = redis.call('GET', KEYS[2])
+if running and running ~= me then return {'wait', running} end
+redis.call('SET', KEYS[2], me, 'EX', ARGV[2])
+return {'admit', ''}
+"""
+"""KEYS: the key's latest, its running lock. ARGV: request id, lock TTL, covered-list prefix, count prefix,
+state TTL, most covered ids kept. A request that is not the key's latest is superseded (its covered
+requests move to the latest); the latest waits while another request's run holds the lock, else takes it."""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+MAX_COVERED = 100
+"""Most request ids a run's state lists in `coalesced_from` (the count is kept in full)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """An admission control's answer."""
+
+    kind: Literal["admit", "defer", "end"]
+    reason: str = ""
+    delay: float = 0.0
+    state: RequestState | None = None
+
+
+ADMIT = Verdict("admit")
+
+
+class Admission(Protocol):
+    """One control in the chain."""
+
+    def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
+        """Admit, defer or end the request, just before its run starts."""
+        ...
+
+    def release(self, request: TriggerRequest) -> None:
+        """The request's attempt is over (whatever its outcome): give back what `decide` took."""
+        ...
+
+
+class Coalescing:
+    """Latest wins, at most one run in flight and one pending per coalescing key, across all workers.
+
+    "Latest" is decided by the producer's enqueue (the key's latest request id is written in the
+    same Lua call as the message). A request that is no longer its key's latest when it would
+    start ends `coalesced` into the newer one; the latest waits while a run for its key is in
+    flight. The in-flight lock lives as long as the lease (the heartbeat keeps it), so a killed
+    worker's key is runnable again once its lease runs out.
+    """
+
+    def __init__(self, client: redis.Redis, lock_ttl: int, state_ttl: int, poll: float) -> None:
+        self.client, self.lock_ttl, self.state_ttl, self.poll = client, lock_ttl, state_ttl, poll
+        self._decide = client.register_script(_COALESCE)
+        self._release = client.register_script(_RELEASE)
+
+    def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
+        """Supersede, wait or admit (and then hold the key's in-flight lock)."""
+        key = request.coalesce_key
+        if key is None:
+            return ADMIT
+        kind, other = self._ask(key, request.request_id)
+        if kind == "superseded":
+            ended = state.advance(Status.COALESCED, coalesced_into=other, attempts=state.attempts)
+            return Verdict("end", reason=f"superseded by {other}, a newer request for {key!r}", state=ended)
+        if kind == "wait":
+            return Verdict("defer", reason=f"a run for coalescing key {key!r} is in flight ({other})", delay=self.poll)
+        return ADMIT
+
+    def release(self, request: TriggerRequest) -> None:
+        """Free the key's in-flight lock if this request holds it."""
+        if request.coalesce_key is not None:
+            self._release(keys=[keys.coalesce_running_key(request.coalesce_key)], args=[request.request_id])
+
+    def covered(self, request_id: str) -> tuple[list[str], int]:
+        """The requests coalesced into `request_id` (up to `MAX_COVERED`) and how many in all."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(keys.COALESCED_FROM_PREFIX + request_id, 0, MAX_COVERED - 1)
+        pipe.get(keys.COALESCED_COUNT_PREFIX + request_id)
+        ids, count = pipe.execute()
+        return [i.decode() for i in ids], int(count or 0)
+
+    def _ask(self, key: str, request_id: str) -> tuple[str, str]:
+        keys_ = [keys.coalesce_latest_key(key), keys.coalesce_running_key(key)]
+        args = [request_id, self.lock_ttl, keys.COALESCED_FROM_PREFIX, keys.COALESCED_COUNT_PREFIX, self.state_ttl]
+        kind, other = self._decide(keys=keys_, args=[*args, MAX_COVERED])
+        return kind.decode(), other.decode()
