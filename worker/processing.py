@@ -55,7 +55,7 @@ from worker.lease import Leases
 from worker.logs import get_logger
 from worker.outcomes import Outcomes, Refused, Step
 from worker.retry import RetryPolicy
-from worker.runner import RunOutcome, ZenMLRunner, transient_types
+from worker.runner import Provenance, RunOutcome, ZenMLRunner, transient_types
 from worker.schedule import RetrySchedule
 from worker.server_backend import ServerBackend
 from worker.settings import WorkerSettings
@@ -329,7 +329,7 @@ class Processor:
             if settled is not None:
                 return settled
             state = self._start(job, state, target)
-            outcome = self._execute(target, state, job.fence)
+            outcome = self._execute(job, target, state)
             self.s.checkpoint("ran", job.request.request_id)
             return self._record_outcome(job, state, outcome)
         except PipelineRunFailed as exc:
@@ -413,10 +413,10 @@ class Processor:
         except transient_types() as exc:
             raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
 
-    def _execute(self, target: Target, started: RequestState, fence: str | None) -> RunOutcome:
+    def _execute(self, job: Job, target: Target, started: RequestState) -> RunOutcome:
         """Run within the target's time limit."""
         with deadline(self._time_limit(target), f"run {started.run_name}"):
-            return self._run(target, started, fence)
+            return self._run(job, target, started)
 
     def _time_limit(self, target: Target) -> float:
         """Seconds the run may take: `template:NAME`, then the pipeline, then the default."""
@@ -425,20 +425,20 @@ class Processor:
             return limits[f"template:{target.template.name}"]
         return limits.get(target.entry.name, settings.run_timeout)
 
-    def _run(self, target: Target, started: RequestState, fence: str | None) -> RunOutcome:
+    def _run(self, job: Job, target: Target, started: RequestState) -> RunOutcome:
         """Run through the backend the ZenML connection calls for."""
-        template, run_name = target.template, started.run_name or ""
+        template, run_name, why = target.template, started.run_name or "", provenance(job.request)
         if template is None:
-            return self.s.runner.run(target.entry, target.plan, run_name)
+            return self.s.runner.run(target.entry, target.plan, run_name, provenance=why)
         if self.s.server.available(template):
             return self.s.server.run(
                 template,
                 target.plan.parameters,
                 target.plan.steps,
                 run_name,
-                on_submitted=self._submitted_hook(started, fence),
+                on_submitted=self._submitted_hook(started, job.fence),
             )
-        outcome = self.s.runner.run(target.entry, target.plan, run_name, template.run_config)
+        outcome = self.s.runner.run(target.entry, target.plan, run_name, template.run_config, provenance=why)
         self.s.runner.link(outcome, template.ref, template.snapshot_id)
         return outcome
 
@@ -609,6 +609,16 @@ def _letter(state: RequestState, payload: BoundedPayload) -> DeadLetter:
         run_id=state.run_id,
         created_at=state.created_at,
     )
+
+
+def provenance(request: TriggerRequest) -> Provenance:
+    """Why the run starts, for the dashboard: the request's id, source, keys and metadata; tagged by source."""
+    keys_ = {"trigger_idempotency_key": request.idempotency_key, "trigger_coalesce_key": request.coalesce_key}
+    metadata = {"trigger_request_id": request.request_id, "trigger_source": request.source}
+    metadata |= {k: v for k, v in keys_.items() if v is not None}
+    if request.metadata:
+        metadata["trigger_metadata"] = dict(request.metadata)
+    return Provenance(metadata=metadata, tags=(f"trigger-source:{request.source}",))
 
 
 def _may_take(state: RequestState, readable: bool) -> bool:

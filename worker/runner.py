@@ -82,14 +82,28 @@ def configured_pipeline(
     return pipeline.with_options(steps=step_options(steps, run_config.get("steps")), **options)
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Why a run started, recorded on it in ZenML so the dashboard can answer "why did this run start?"."""
+
+    metadata: dict[str, Any]
+    tags: tuple[str, ...] = ()
+
+
 class ZenMLRunner:
     """Runs registered pipelines through ZenML with the configured store and stack."""
 
     def run(
-        self, entry: RegisteredPipeline, plan: RunPlan, run_name: str, run_config: dict[str, Any] | None = None
+        self,
+        entry: RegisteredPipeline,
+        plan: RunPlan,
+        run_name: str,
+        run_config: dict[str, Any] | None = None,
+        provenance: Provenance | None = None,
     ) -> RunOutcome:
         """Run and wait; raise `PipelineRunFailed` or a transient error on failure."""
-        configured = configured_pipeline(entry.pipeline, plan.steps, run_config or {}, run_name=run_name)
+        config = {**(run_config or {}), "tags": [*(run_config or {}).get("tags", []), *(provenance or _NONE).tags]}
+        configured = configured_pipeline(entry.pipeline, plan.steps, config, run_name=run_name)
         try:
             run = configured(**plan.parameters)
         except Exception as exc:
@@ -97,6 +111,8 @@ class ZenMLRunner:
             if isinstance(error, RunTimeout):
                 error.run_id = self.abandon(run_name, error.message)
             raise error from exc
+        finally:
+            self.annotate(run_name, provenance)
         outcome = self._outcome(run, entry)
         if not outcome.succeeded:
             raise PipelineRunFailed(f"run {run_name} ended {outcome.status}", run_id=outcome.run_id, run_name=run_name)
@@ -118,6 +134,17 @@ class ZenMLRunner:
         """The outcome of an earlier attempt's run, if ZenML has it."""
         run = _run_named(run_name)
         return None if run is None else self._outcome(run, entry)
+
+    def annotate(self, run_name: str, provenance: Provenance | None) -> None:
+        """Record the provenance as the run's metadata, whatever its outcome (best effort: never fails a run)."""
+        if provenance is None or not provenance.metadata:
+            return
+        from zenml import log_metadata
+
+        try:
+            log_metadata(metadata=provenance.metadata, run_id_name_or_prefix=run_name)
+        except Exception:  # noqa: BLE001 - the run's own outcome matters more than its annotation
+            return
 
     def abandon(self, run_name: str, reason: str) -> str | None:
         """Mark a run nobody will finish (stopped, or its worker died) failed in ZenML; return its id.
@@ -145,6 +172,9 @@ class ZenMLRunner:
         return RunOutcome(
             run_id=str(run.id), run_name=run.name, status=status, metrics=_metrics(run, entry.metrics_step)
         )
+
+
+_NONE = Provenance(metadata={})
 
 
 def _run_named(run_name: str) -> Any:

@@ -46,6 +46,10 @@ def test_fifty_alerts_during_a_run_end_as_one_trailing_run_on_the_newest(stack: 
     runs = zenml_runs("slow_pipeline")
     assert sorted(_seconds_of(r) for r in runs) == [0.5, 6.0]  # the trailing run used the 50th alert's data
     assert len(runs) == 2
+    trailing = next(r for r in runs if _seconds_of(r) == 0.5)
+    assert trailing.run_metadata["trigger_request_id"] == alerts[-1]  # why it started, on the dashboard
+    assert trailing.run_metadata["trigger_coalesce_key"] == KEY
+    assert "trigger-source:python-client" in [tag.name for tag in trailing.tags]
 
 
 def test_a_worker_killed_mid_run_leaves_the_key_runnable(stack: Stack) -> None:

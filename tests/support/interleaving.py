@@ -75,7 +75,7 @@ class SimRunner:
     def __init__(self, worker: SimWorker, ledger: Ledger) -> None:
         self.worker, self.ledger = worker, ledger
 
-    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> RunOutcome:
+    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None, provenance: Any = None) -> RunOutcome:
         self.ledger.runs[run_name] = "running"
         self.worker.point("run", run_name)
         result = self.worker.scheduler.run_result(run_name)

@@ -48,11 +48,13 @@ class FakeRunner:
         self.find_calls: list[str] = []
         self.links: list[tuple[str, str, str]] = []
         self.abandoned: list[tuple[str, str]] = []
+        self.provenances: list[Any] = []
 
-    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> Any:
+    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None, provenance: Any = None) -> Any:
         from worker.runner import RunOutcome
 
         self.calls.append((entry.name, plan, run_name))
+        self.provenances.append(provenance)
         result = self.script.pop(0) if self.script else None
         if isinstance(result, BaseException):
             raise result

@@ -51,7 +51,7 @@ def test_a_burst_runs_once_on_the_newest_alerts_parameters(processor: Processor,
 
 
 def test_the_latest_waits_while_a_run_for_its_key_is_in_flight(processor: Processor, runner: Any) -> None:
-    ids, deliveries = send_burst(processor, 1)
+    _, deliveries = send_burst(processor, 1)
     processor.s.states.client.set(keys.coalesce_running_key(KEY), "an-earlier-request", ex=60)
 
     state = processor.handle(deliveries[0])
@@ -94,3 +94,27 @@ def test_version_one_requests_are_still_read_and_cannot_carry_a_coalescing_key()
     assert old.schema_version == 1 and old.coalesce_key is None
     with pytest.raises(ValidationError, match="needs schema_version 2"):
         TriggerRequest(pipeline_name="p", schema_version=1, coalesce_key="k")
+
+
+def test_every_run_carries_why_it_started(processor: Processor, runner: Any) -> None:
+    request = TriggerRequest(
+        request_id="why-1",
+        pipeline_name="training_pipeline",
+        source="drift-monitor",
+        idempotency_key="drift:churn:2026-11-26",
+        coalesce_key=KEY,
+        metadata={"drift": {"drifted": ["mean radius"], "share": 0.1}},
+    )
+    from producers.contract import encode_request
+
+    processor.handle(Delivery(raw=encode_request(request), task_id="why-1"))
+
+    (provenance,) = runner.provenances
+    assert provenance.tags == ("trigger-source:drift-monitor",)
+    assert provenance.metadata == {
+        "trigger_request_id": "why-1",
+        "trigger_source": "drift-monitor",
+        "trigger_idempotency_key": "drift:churn:2026-11-26",
+        "trigger_coalesce_key": KEY,
+        "trigger_metadata": {"drift": {"drifted": ["mean radius"], "share": 0.1}},
+    }

@@ -72,9 +72,9 @@ class TestSuccess:
         seen: list[RequestState] = []
         original = runner.run
 
-        def spy(entry: Any, plan: Any, run_name: str) -> Any:
+        def spy(entry: Any, plan: Any, run_name: str, **kwargs: Any) -> Any:
             seen.append(stored(processor, "ok-3"))
-            return original(entry, plan, run_name)
+            return original(entry, plan, run_name, **kwargs)
 
         runner.run = spy
         processor.handle(deliver(make_request(request_id="ok-3")))

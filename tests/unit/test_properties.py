@@ -41,7 +41,7 @@ class AlwaysSucceeds:
     def __init__(self) -> None:
         self.calls = 0
 
-    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> RunOutcome:
+    def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None, provenance: Any = None) -> RunOutcome:
         self.calls += 1
         return RunOutcome("zen-1", run_name, "completed", {"accuracy": 1.0})
 

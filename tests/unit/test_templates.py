@@ -437,9 +437,9 @@ class TestProcessorTemplates:
         seen: list[Any] = []
 
         class ConfigRunner(FakeRunner):
-            def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None) -> Any:
+            def run(self, entry: Any, plan: Any, run_name: str, run_config: Any = None, **kwargs: Any) -> Any:
                 seen.append(run_config)
-                return super().run(entry, plan, run_name, run_config)
+                return super().run(entry, plan, run_name, run_config, **kwargs)
 
         build(ConfigRunner(), nightly()).handle(template_request("t-2", template="nightly@2"))
         assert seen == [{"enable_cache": False}]
