@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 import redis
@@ -64,6 +65,8 @@ from worker.templates import Template, TemplateStore, locked_problems, merged
 from worker.validation import RunPlan, plan_run, worker_context
 
 HOST = socket.gethostname()
+RESOLVE_RETRY_S = 5.0
+"""When resolving a request hits an unavailable store (a template lookup), look again this much later."""
 
 
 class InternalError(PermanentError):
@@ -295,35 +298,57 @@ class Processor:
         return state
 
     def _process(self, job: Job, state: RequestState) -> RequestState:
-        """Validate and claim the idempotency key (no lease needed), then run and record under a lease."""
+        """Resolve and claim the idempotency key (a duplicate needs no lease), then decide and record under it."""
         try:
             target = self._resolve(job.request)
-            owner = self._claim(job.request)
-            if owner != job.request.request_id:
-                return self._duplicate(state, owner)
-            self.s.checkpoint("admitted", job.request.request_id)
-            if not self.s.leases.acquire(job.request.request_id):
-                delay = self.s.leases.remaining(job.request.request_id) + 1.0
-                return self._defer(job, state, delay, "another worker holds its lease")
-            request = job.request
-            held = self.s.leases.held(
-                request.request_id, job.delivery.delivery_tag, request.idempotency_key, request.coalesce_key
-            )
-            with held:
-                try:
-                    return self._run_leased(replace(job, fence=self.s.leases.holder), target)
-                finally:
-                    for control in self.admissions:
-                        control.release(request)
         except InvalidRequest as exc:
-            return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery)
+            return self._leased(job, state, partial(self._reject, exc=exc))
+        except TransientError as exc:  # the store is away: look again later, the request is not at fault
+            return self._defer(job, state, RESOLVE_RETRY_S, f"resolving it failed: {exc.message}")
+        owner = self._claim(job.request)
+        if owner != job.request.request_id:
+            return self._duplicate(state, owner)
+        return self._leased(job, state, lambda leased, fresh: self._run_leased(leased, target, fresh))
 
-    def _run_leased(self, job: Job, target: Target) -> RequestState:
-        """Under the lease: re-read the state, settle an earlier attempt, then run this one."""
-        self.s.checkpoint("leased", job.request.request_id)
-        state = self.s.states.get(job.request.request_id) or RequestState.queued(job.request)
-        if state.status.terminal:
-            return self._skip(state, "already finished")  # another worker finished it meanwhile
+    def _leased(self, job: Job, state: RequestState, body: Callable[[Job, RequestState], RequestState]) -> RequestState:
+        """Take the request's lease (or defer), re-read its state, and run `body` with every write fenced by it.
+
+        A state that ended meanwhile is left as it is (its idempotency key freed again if it ended a
+        failure, since this copy may just have claimed it); a holder still heard from is waited for.
+        """
+        request = job.request
+        self.s.checkpoint("admitted", request.request_id)
+        if not self.s.leases.acquire(request.request_id):
+            return self._defer(job, state, self.s.leases.remaining(request.request_id) + 1.0, "its lease is held")
+        held = self.s.leases.held(
+            request.request_id, job.delivery.delivery_tag, request.idempotency_key, request.coalesce_key
+        )
+        with held:
+            try:
+                self.s.checkpoint("leased", request.request_id)
+                fresh = self.s.states.get(request.request_id) or RequestState.queued(request)
+                if fresh.status.terminal:
+                    return self._already_ended(fresh)
+                if fresh.status is Status.RUNNING and self.s.leases.holder_alive(request.request_id):
+                    return self._defer(
+                        job, fresh, self.s.settings.lease_timeout, "its earlier attempt's worker is alive"
+                    )
+                return body(replace(job, fence=self.s.leases.holder), fresh)
+            finally:
+                for control in self.admissions:
+                    control.release(request)
+
+    def _already_ended(self, state: RequestState) -> RequestState:
+        """Another worker finished the request meanwhile; a failure's key stays free (this copy may have claimed it)."""
+        if state.idempotency_key and state.status in (Status.FAILED, Status.REJECTED, Status.DEAD_LETTERED):
+            self.s.claims.release(state.idempotency_key, state.request_id)
+        return self._skip(state, "already finished")
+
+    def _reject(self, job: Job, state: RequestState, *, exc: InvalidRequest) -> RequestState:
+        return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery, job.fence)
+
+    def _run_leased(self, job: Job, target: Target, state: RequestState) -> RequestState:
+        """Under the lease: settle an earlier attempt, ask the admission chain, then run this attempt."""
         try:
             settled = self._settle_earlier(job, target, state) or self._admit(job, state)
             if settled is not None:
@@ -360,11 +385,7 @@ class Processor:
         earlier = self._earlier_outcome(target, state)
         if earlier is not None:
             return self._record_outcome(job, state, earlier)
-        if state.status is not Status.RUNNING:
-            return None
-        if self.s.leases.holder_alive(job.request.request_id):
-            return self._defer(job, state, self.s.settings.lease_timeout, "its earlier attempt's worker is alive")
-        return self._count_lost(job, state)
+        return self._count_lost(job, state) if state.status is Status.RUNNING else None
 
     def _count_lost(self, job: Job, state: RequestState) -> RequestState:
         """Mark the dead attempt's ZenML run failed, then treat the attempt like a transient failure."""

@@ -131,8 +131,11 @@ class ZenMLRunner:
             return
 
     def find(self, run_name: str, entry: RegisteredPipeline) -> RunOutcome | None:
-        """The outcome of an earlier attempt's run, if ZenML has it."""
-        run = _run_named(run_name)
+        """The outcome of an earlier attempt's run, if ZenML has it (`StoreUnavailable` when it cannot say)."""
+        try:
+            run = _run_named(run_name)
+        except transient_types() as exc:
+            raise StoreUnavailable(f"looking up run {run_name}: {type(exc).__name__}: {exc}") from exc
         return None if run is None else self._outcome(run, entry)
 
     def annotate(self, run_name: str, provenance: Provenance | None) -> None:
