@@ -26,7 +26,10 @@ WORKER_COMMANDS = {
     "demo": "worker.demo:demo",
     "dlq": "worker.cli:dlq",
     "templates": "worker.template_cli:templates",
+    "drift": "producers.drift_cli:drift",
 }
+EXTRA_OF = {"drift": "drift"}
+"""The extra a lazily loaded command needs, when it is not the worker's."""
 
 
 class TriggerGroup(click.Group):
@@ -61,10 +64,12 @@ class TriggerGroup(click.Group):
 
 
 def _missing_extra(name: str, exc: ImportError) -> click.Command:
+    extra = EXTRA_OF.get(name, "worker")
+
     @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def unavailable() -> None:
         raise click.ClickException(
-            f"'trigger {name}' needs the worker extra: pip install 'zenml-queue-trigger[worker]' ({exc})"
+            f"'trigger {name}' needs the {extra} extra: pip install 'zenml-queue-trigger[{extra}]' ({exc})"
         )
 
     return unavailable
