@@ -15,7 +15,18 @@ def test_importing_producers_pulls_in_no_heavy_dependency() -> None:
         "import json, sys; import producers; from producers import TriggerClient, TriggerRequest; "
         "import producers.cli; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'structlog'})))"
+        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog'})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
+
+
+def test_drift_detection_pulls_in_its_extra_and_nothing_of_the_worker() -> None:
+    """`producers.drift` is opt-in: it brings pandas, numpy and scipy, still no ZenML or worker."""
+    code = (
+        "import json, sys; import producers.drift; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'zenml', 'sklearn', 'celery', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy'})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == ["numpy", "pandas", "scipy"]
