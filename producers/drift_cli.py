@@ -24,6 +24,16 @@ def drift() -> None:
     """Drift checks that publish retrains."""
 
 
+@drift.command("demo")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for each alert's outcome.")
+@click.pass_context
+def demo(ctx: click.Context, timeout: float) -> None:
+    """Detect a real shift, fire a burst of alerts at a real worker, show the runs they became (worker extra)."""
+    from worker.drift_demo import drift_demo  # the worker side, loaded only for the demo
+
+    ctx.invoke(drift_demo, timeout=timeout)
+
+
 def read_frame(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file as a frame; one clear error when it cannot be read."""
     try:

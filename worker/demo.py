@@ -39,13 +39,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _error_replies_keep_the_connection(handler: Any) -> None:
+    """fakeredis's TCP server closes a connection after any error reply; Redis does not, and redis-py relies
+    on that (after NOSCRIPT it loads the script on the same connection). Hand errors back as replies."""
+    read = handler.current_client.read_response
+
+    def read_response(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(*args, **kwargs)
+        except redis.ResponseError as exc:
+            return exc
+
+    handler.current_client.read_response = read_response
+
+
 @contextmanager
 def embedded_redis() -> Iterator[str]:
     """A fakeredis TCP server (with Lua, as Celery needs) in a thread, for machines without Redis."""
     from fakeredis import TcpFakeServer
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class Handler(TCPFakeRequestHandler):  # type: ignore[misc]
+        def setup(self) -> None:
+            super().setup()
+            _error_replies_keep_the_connection(self)
 
     port = free_port()
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.RequestHandlerClass = Handler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
