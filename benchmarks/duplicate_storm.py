@@ -10,7 +10,10 @@ Baseline: N no-op tasks (`benchmarks/noop_app.py`: the trigger worker's Celery s
 are sent with `app.send_task` before `celery -A benchmarks.noop_app worker --pool solo` starts; each
 records its completion time, and the rate is N-1 over the span from the first completion to the last.
 
-Both workers run one after the other, alone, with Celery at the same log level. The Redis db given is
+The same storm with one coalescing key instead (the newest request runs, the others end `coalesced`) is
+measured the same way, as `trigger_coalescing`.
+
+The workers run one after the other, alone, with Celery at the same log level. The Redis db given is
 flushed before and after. Prints one JSON object.
 
     python benchmarks/duplicate_storm.py [--count 1000] [--redis-url redis://127.0.0.1:6379/15]
@@ -45,7 +48,6 @@ from support import (
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps
 from producers.settings import ProducerSettings
-from producers.state import Status
 
 PIPELINE = "training_pipeline"
 QUICK_STEPS = {"load_data": {"n_samples": 200}, "train_model": {"n_estimators": 10}}
@@ -67,13 +69,14 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def trigger_storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def trigger_storm(args: argparse.Namespace, workdir: Path, field: str = "idempotency_key") -> dict[str, Any]:
+    """N requests sharing one `field` key: one runs, the others end `duplicate` (or `coalesced`)."""
     settings = ProducerSettings(redis_url=args.redis_url, queue=args.queue, enqueue_timeout=2)
     client = TriggerClient.from_settings(settings)
     key = f"bench-storm:{uuid.uuid4().hex}"
     steps = normalize_steps(QUICK_STEPS)
     requests = [
-        TriggerRequest(pipeline_name=PIPELINE, steps=steps, idempotency_key=key, source="bench-storm")
+        TriggerRequest(pipeline_name=PIPELINE, steps=steps, source="bench-storm", **{field: key})
         for _ in range(args.count)
     ]
     started = time.perf_counter()
@@ -82,15 +85,16 @@ def trigger_storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     send_s = time.perf_counter() - started
 
     zenml_path = workdir / "zenml"
-    zenml_path.mkdir()
+    zenml_path.mkdir(parents=True)
     command = [venv_command("trigger"), "worker", "--pool", "solo"]
     env = trigger_worker_env(args.redis_url, args.queue, zenml_path)
     with WorkerProcess(command, env, workdir / "trigger-worker.log") as worker:
         states = wait_terminal(client.redis, [r.request_id for r in requests], args.timeout, worker, poll=0.25)
         exit_code = worker.stop()
 
-    first = states[requests[0].request_id]
-    duplicates = [states[r.request_id] for r in requests[1:]]
+    ran = requests[0] if field == "idempotency_key" else requests[-1]  # the first runs; when coalescing, the last
+    first = states[ran.request_id]
+    duplicates = [states[r.request_id] for r in requests if r is not ran]
     finished = sorted(s.finished_at.timestamp() for s in duplicates if s.finished_at)
     figures: dict[str, Any] = {
         "requests": args.count,
@@ -103,13 +107,11 @@ def trigger_storm(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "error": first.error and first.error.message,
         },
         "duplicate_statuses": dict(Counter(s.status.value for s in duplicates)),
-        "duplicates_pointing_at_first": sum(
-            s.status is Status.DUPLICATE and s.duplicate_of == first.request_id for s in duplicates
-        ),
+        "covered_by_the_run": sum(first.request_id in (s.duplicate_of, s.coalesced_into) for s in duplicates),
         "worker_command": " ".join(["trigger", *command[1:]]),
         "worker_exit_code": exit_code,
     }
-    if first.finished_at and finished:
+    if first.finished_at and finished and field == "idempotency_key":
         figures["duplicates_drain"] = drain_figures(len(finished), finished[-1] - first.finished_at.timestamp())
     if len(finished) >= 2:
         figures["first_to_last_duplicate"] = drain_figures(len(finished) - 1, finished[-1] - finished[0])
@@ -175,6 +177,8 @@ def main() -> None:
     try:
         output["trigger"] = trigger_storm(args, workdir)
         client.flushdb()
+        output["trigger_coalescing"] = trigger_storm(args, workdir / "coalescing", "coalesce_key")
+        client.flushdb()
         output["noop_celery"] = noop_storm(args, workdir, client)
     except BaseException:
         failed = True
@@ -186,11 +190,14 @@ def main() -> None:
             output["workdir"] = kept
 
     dedup = output["trigger"].get("duplicates_drain", {}).get("requests_per_s")
+    coalesced = output["trigger_coalescing"].get("first_to_last_duplicate", {}).get("requests_per_s")
     noop = output["noop_celery"]["first_to_last_completion"]["requests_per_s"]
     output["summary"] = {
         "duplicate_requests_per_s": dedup,
+        "coalesced_requests_per_s": coalesced,
         "noop_tasks_per_s": noop,
         "duplicate_over_noop_rate": round(dedup / noop, 3) if dedup and noop else None,
+        "coalesced_over_noop_rate": round(coalesced / noop, 3) if coalesced and noop else None,
         "noop_over_duplicate_rate": round(noop / dedup, 2) if dedup and noop else None,
     }
     print(json.dumps(output, indent=2))
