@@ -77,3 +77,13 @@ def test_a_missing_column_is_one_clear_error(files: tuple[Path, Path, Path], tmp
     result = run(str(reference), str(broken), "--dry-run")
 
     assert result.exit_code == 1 and "f3" in result.output and "Traceback" not in result.output  # type: ignore[attr-defined]
+
+
+def test_parquet_files_are_read_too(files: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    reference, _, shifted = files
+    parquet = tmp_path / "shifted.parquet"
+    pd.read_csv(shifted).to_parquet(parquet)
+
+    result = run(str(reference), str(parquet), "--dry-run")
+
+    assert result.exit_code == 0 and "1 of 6 features drifted" in result.output, result.output  # type: ignore[attr-defined]
