@@ -75,11 +75,14 @@ class ErrorInfo(BaseModel):
 
 
 def storable_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """`text` with unencodable characters escaped and cut to `limit` characters, noting the original length."""
+    """`text` with unencodable characters escaped, then cut to `limit` characters with its length noted.
+
+    The one helper for any text a record keeps from a message or an error (states, dead letters).
+    """
     text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text)} characters in all)"
+    return f"{text[:limit]}... [{len(text):,} chars]"
 
 
 class RequestState(BaseModel):

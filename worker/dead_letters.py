@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from producers import keys
 from producers.contract import utc_now
 from producers.envelope import raw_as_text, raw_from_text
-from producers.state import ErrorInfo
+from producers.state import ErrorInfo, storable_text
 
 if TYPE_CHECKING:
     from worker.settings import WorkerSettings
@@ -38,10 +38,8 @@ LABELS = ("status", "pipeline_name", "template", "source", "run_id", "worker")
 
 
 def clip(text: str, limit: int = MAX_TEXT_CHARS) -> str:
-    """`text` cut to `limit` characters with its original length noted, and JSON-safe (no lone surrogates)."""
-    if len(text) > limit:
-        text = f"{text[:limit]}... [{len(text):,} chars]"
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """`text` JSON-safe and cut to a letter's `limit` (`storable_text` with the letter's bound)."""
+    return storable_text(text, limit)
 
 
 def bounded_error(error: ErrorInfo) -> ErrorInfo:
