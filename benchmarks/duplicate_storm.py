@@ -13,6 +13,10 @@ records its completion time, and the rate is N-1 over the span from the first co
 The same storm with one coalescing key instead (the newest request runs, the others end `coalesced`) is
 measured the same way, as `trigger_coalescing`.
 
+A duplicate or superseded request is ended as its message arrives, in one Redis call, before Celery makes
+a task of it (`worker/early.py`); a no-op task goes through all of Celery's per-task work (receive, run,
+acknowledge), which is why the ratio can be above 1.
+
 The workers run one after the other, alone, with Celery at the same log level. The Redis db given is
 flushed before and after. Prints one JSON object.
 

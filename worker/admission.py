@@ -17,20 +17,30 @@ from producers import keys
 from producers.contract import TriggerRequest
 from producers.state import RequestState, Status
 
-_COALESCE = """
+SUPERSEDE = """
+local function supersede(me, latest, covered_prefix, count_prefix, ttl, most)
+  local into, mine = covered_prefix .. latest, covered_prefix .. me
+  local count_into, count_mine = count_prefix .. latest, count_prefix .. me
+  local covered = redis.call('LRANGE', mine, 0, most - 1)
+  redis.call('LPUSH', into, me)
+  for _, id in ipairs(covered) do redis.call('RPUSH', into, id) end
+  redis.call('LTRIM', into, 0, most - 1)
+  redis.call('INCRBY', count_into, 1 + tonumber(redis.call('GET', count_mine) or '0'))
+  redis.call('EXPIRE', into, ttl)
+  redis.call('EXPIRE', count_into, ttl)
+  redis.call('DEL', mine, count_mine)
+end
+"""
+"""`supersede(...)`: `me` is covered by the newer `latest`, and so is everything `me` covered (ids bounded
+by `most`, the count in full); shared by the admission below and the early end (`worker.early`)."""
+
+_COALESCE = (
+    SUPERSEDE
+    + """
 local latest = redis.call('GET', KEYS[1])
 local me = ARGV[1]
 if latest and latest ~= me then
-  local into, mine = ARGV[3] .. latest, ARGV[3] .. me
-  local count_into, count_mine = ARGV[4] .. latest, ARGV[4] .. me
-  local covered = redis.call('LRANGE', mine, 0, tonumber(ARGV[6]) - 1)
-  redis.call('LPUSH', into, me)
-  for _, id in ipairs(covered) do redis.call('RPUSH', into, id) end
-  redis.call('LTRIM', into, 0, tonumber(ARGV[6]) - 1)
-  redis.call('INCRBY', count_into, 1 + tonumber(redis.call('GET', count_mine) or '0'))
-  redis.call('EXPIRE', into, ARGV[5])
-  redis.call('EXPIRE', count_into, ARGV[5])
-  redis.call('DEL', mine, count_mine)
+  supersede(me, latest, ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]))
   return {'superseded', latest}
 end
 local running = redis.call('GET', KEYS[2])
@@ -38,6 +48,7 @@ if running and running ~= me then return {'wait', running} end
 redis.call('SET', KEYS[2], me, 'EX', ARGV[2])
 return {'admit', ''}
 """
+)
 """KEYS: the key's latest, its running lock. ARGV: request id, lock TTL, covered-list prefix, count prefix,
 state TTL, most covered ids kept. A request that is not the key's latest is superseded (its covered
 requests move to the latest); the latest waits while another request's run holds the lock, else takes it."""

@@ -51,6 +51,7 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     settings = settings or WorkerSettings()
     app = Celery("zenml_trigger", set_as_current=False)
     app.conf.update(celery_config(settings))
+    app.conf.broker_transport_options["on_arrival"] = tasks.end_on_arrival
     app.trigger_settings = settings  # type: ignore[attr-defined]
     tasks.register(app)
     _connect_signals()

@@ -41,6 +41,7 @@ from worker.admission import Admission, Coalescing
 from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore
 from worker.deadline import deadline
 from worker.delivery import Delivery, letter_holds
+from worker.early import EarlyEnds
 from worker.errors import (
     InvalidParameters,
     LockedOverride,
@@ -120,6 +121,7 @@ class Processor:
         poll = min(10.0, max(1.0, settings.lease_timeout / 6))
         self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
         self.admissions: tuple[Admission, ...] = (self.coalescing,)
+        self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -157,6 +159,30 @@ class Processor:
             request_id=request.request_id, pipeline=request.target, source=request.source
         ):
             return self._handle_request(request, delivery)
+
+    def end_on_arrival(self, task_id: str, raw: str, kwargs: dict[str, Any]) -> bool:
+        """End a first delivery that is a plain duplicate or superseded request, without a task (see `EarlyEnds`).
+
+        Called by the transport as the message arrives; False for anything else, which becomes a task
+        as usual. Nothing here may be lost: the early end is one atomic write, and a failure before it
+        leaves the message to be delivered.
+        """
+        if kwargs:  # a retry, a quarantined item or a cut payload: the task's business
+            return False
+        try:
+            request = self._decode(Delivery(raw=raw, task_id=task_id))
+        except InvalidRequest:
+            return False
+        if request.request_id != task_id or (request.idempotency_key is None and request.coalesce_key is None):
+            return False
+        ended = self.early.check(request).ended
+        if ended is None:
+            return False
+        with structlog.contextvars.bound_contextvars(
+            request_id=request.request_id, pipeline=request.target, source=request.source
+        ):
+            self._ended_early(request, ended)
+        return True
 
     def record_killed(self, delivery: Delivery, seconds: float, wait: float) -> RequestState | None:
         """The pool killed the child running `delivery` at the hard time limit: end its request `failed`.
@@ -257,13 +283,25 @@ class Processor:
     # -- the request path --------------------------------------------------
 
     def _handle_request(self, request: TriggerRequest, delivery: Delivery) -> RequestState:
-        job = Job(request, delivery)
-        state = self.s.states.get(request.request_id) or RequestState.queued(request)
+        early = self.early.check(request)
+        if early.ended is not None:
+            return self._ended_early(request, early.ended)
+        state = early.stored or RequestState.queued(request)
         self.log.info("trigger.received", attempt=state.attempts + 1, replay_of=request.replay_of)
         reason = self._skip_reason(state, delivery)
         if reason is not None:
             return self._skip(state, reason)
-        return self._process(job, state)
+        return self._process(Job(request, delivery), state)
+
+    def _ended_early(self, request: TriggerRequest, state: RequestState) -> RequestState:
+        """Log the `duplicate` or `coalesced` end `EarlyEnds` recorded for a first delivery."""
+        self.log.info("trigger.received", attempt=1, replay_of=request.replay_of)
+        if state.status is Status.DUPLICATE:
+            self.log.info("trigger.duplicate", duplicate_of=state.duplicate_of)
+        else:
+            reason = f"superseded by {state.coalesced_into}, a newer request for {request.coalesce_key!r}"
+            self.log.info("trigger.coalesced", reason=reason)
+        return state
 
     def _skip_reason(self, state: RequestState, delivery: Delivery) -> str | None:
         if state.status.terminal:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import resource
 import threading
 from typing import Any
@@ -88,6 +89,11 @@ def run_trigger(task: Task, raw: str, **kwargs: Any) -> str:
         raise Reject(str(exc), requeue=True) from exc
 
 
+def end_on_arrival(task_id: str, raw: str, kwargs: dict[str, Any]) -> bool:
+    """The transport's `on_arrival` hook: this process's processor ends duplicates and superseded requests."""
+    return _app is not None and processor_for(_app).end_on_arrival(task_id, raw, kwargs)
+
+
 def settings_of(app: Celery) -> WorkerSettings:
     """The settings object the app was created with."""
     return app.trigger_settings  # type: ignore[attr-defined,no-any-return]
@@ -132,6 +138,9 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         # Celery logs and ignores exceptions from signal handlers; SystemExit stops the worker.
         raise SystemExit(f"trigger worker: {exc}") from exc
     get_logger().info("trigger.worker_started", pipelines=processor.s.registry.names(), queue=settings.queue)
+    # ZenML's import leaves millions of long-lived objects: keep them out of every garbage collection
+    # (cheaper collections per request, and prefork children share those pages instead of copying them).
+    gc.freeze()
 
 
 def on_worker_ready(sender: Any = None, **_: Any) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -119,29 +120,48 @@ MAX_MESSAGE_BYTES = 256 * 1024
 """Default cap on one popped item; over it, the item is not parsed or copied, only fingerprinted."""
 
 
+Arrival = Callable[[str, str, dict[str, Any]], bool]
+"""`(task id, request text, task kwargs) -> True` when the worker settled the message as it arrived."""
+
+
 def safe_loads(item: bytes | str, queue: str, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse a popped item; never raise, never drop it."""
+    return load_item(item, queue, max_bytes)[0]
+
+
+def load_item(
+    item: bytes | str, queue: str, max_bytes: int = MAX_MESSAGE_BYTES
+) -> tuple[dict[str, Any], tuple[str, str, dict[str, Any]] | None]:
+    """The task message for a popped item, and its checked (task id, request text, kwargs) unless quarantined."""
     data = item if isinstance(item, bytes) else item.encode("utf-8", "surrogatepass")
     if len(data) > max_bytes:
-        return quarantine_oversized(data, queue, max_bytes)
+        return quarantine_oversized(data, queue, max_bytes), None
     try:
         message = json.loads(bytes_to_str(data))
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return quarantine(data, queue, "message is not JSON")
+        return quarantine(data, queue, "message is not JSON"), None
     try:
         task_id, raw, kwargs = parse_envelope(message)
     except EnvelopeError as exc:
-        return quarantine(data, queue, str(exc))
+        return quarantine(data, queue, str(exc)), None
     # Rebuilt from what was checked: no header Celery would choke on (eta, expires, timelimit, a
     # delivery tag that is not a string) can reach the consumer and crash or silently drop it.
-    return json.loads(task_envelope(keys.TASK_NAME, task_id, [raw], queue, kwargs))
+    return json.loads(task_envelope(keys.TASK_NAME, task_id, [raw], queue, kwargs)), (task_id, raw, kwargs)
 
 
 class Channel(kombu_redis.Channel):
-    """Redis channel whose reads go through `safe_loads`."""
+    """Redis channel whose reads go through `load_item`, and that lets the worker settle a message on arrival.
+
+    `on_arrival` (a transport option) may end a message that needs no task at all, a duplicate or a
+    superseded request, in one Redis call, before Celery's per-task machinery; it returns False for
+    everything else, which is delivered as usual. A message it settles was popped and never delivered,
+    so there is nothing to acknowledge; one lost in between is in the waiting index, and the sweeper
+    sends it again.
+    """
 
     max_message_bytes = MAX_MESSAGE_BYTES
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_message_bytes")
+    on_arrival: Arrival | None = None
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_message_bytes", "on_arrival")
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
@@ -155,7 +175,9 @@ class Channel(kombu_redis.Channel):
             dest, item = dest__item
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
-            self.connection._deliver(safe_loads(item, dest, self.max_message_bytes), dest)
+            message, checked = load_item(item, dest, self.max_message_bytes)
+            if not self._settled(checked):
+                self.connection._deliver(message, dest)
             return True
         finally:
             self._in_poll = None
@@ -169,9 +191,21 @@ class Channel(kombu_redis.Channel):
                 item = client.rpop(self._q_for_pri(queue, pri))
                 if item:
                     self._maybe_update_queues_expire(client, queue)
-                    return safe_loads(item, queue, self.max_message_bytes)
+                    message, checked = load_item(item, queue, self.max_message_bytes)
+                    if self._settled(checked):
+                        raise kombu_redis.Empty()
+                    return message
             self._maybe_update_queues_expire(client, queue)
             raise kombu_redis.Empty()
+
+    def _settled(self, checked: tuple[str, str, dict[str, Any]] | None) -> bool:
+        """Whether `on_arrival` settled the message; never raises, so a message is only ever delivered or settled."""
+        if checked is None or self.on_arrival is None:
+            return False
+        try:
+            return self.on_arrival(*checked)
+        except Exception:  # noqa: BLE001 - anything unsure is delivered, and the task decides
+            return False
 
 
 class Transport(kombu_redis.Transport):
