@@ -2,8 +2,9 @@
 
 Each letter keeps the payload, reason, error and attempts. Every letter is bounded on the
 way in (a huge payload keeps a prefix plus its size and SHA-256; long texts are clipped), and
-the store is bounded by age, count and total bytes. Adding and pruning run as one Lua script,
-so concurrent writers during a rejection storm never delete letters that are within bounds.
+the store is bounded by age, count and total bytes. Adding and trimming to the count and byte
+bounds run as one Lua script, so concurrent writers during a rejection storm never delete letters
+that are within bounds; pruning by age is the worker's periodic chore, off the write path.
 """
 
 from __future__ import annotations
@@ -182,11 +183,10 @@ local function drop(ids)
   return #ids
 end
 
-local function prune(now, max_age, max_size, max_bytes)
-  local cutoff = string.format('%.6f', now - max_age)
-  local pruned = drop(redis.call('ZRANGEBYSCORE', index, '-inf', cutoff))
+local function trim(max_size, max_bytes)
+  local pruned = 0
   local over = redis.call('ZCARD', index) - max_size
-  if over > 0 then pruned = pruned + drop(redis.call('ZRANGE', index, 0, over - 1)) end
+  if over > 0 then pruned = drop(redis.call('ZRANGE', index, 0, over - 1)) end
   while tonumber(redis.call('GET', total) or '0') > max_bytes do
     local oldest = redis.call('ZRANGE', index, 0, 0)
     if #oldest == 0 then redis.call('DEL', total) break end
@@ -194,8 +194,14 @@ local function prune(now, max_age, max_size, max_bytes)
   end
   return pruned
 end
+
+local function prune(now, max_age, max_size, max_bytes)
+  local cutoff = string.format('%.6f', now - max_age)
+  return drop(redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)) + trim(max_size, max_bytes)
+end
 """
-"""Delete letters with their size, replay links and share of the byte total; prune by age, count, bytes."""
+"""Delete letters with their size, replay links and share of the byte total; `trim` to the count and byte
+bounds (two O(1) reads while within them), `prune` by age as well."""
 
 ADD_LETTER = (
     _DROP
@@ -206,12 +212,14 @@ local function add_letter(id, record, now, max_age, max_size, max_bytes)
   redis.call('ZADD', index, now, id)
   redis.call('HSET', sizes, id, #record)
   redis.call('INCRBY', total, #record - previous)
-  return prune(tonumber(now), tonumber(max_age), tonumber(max_size), tonumber(max_bytes))
+  return trim(tonumber(max_size), tonumber(max_bytes))
 end
 """
 )
 """`add_letter(...)` over KEYS[1..4] (`LETTER_KEYS`) with the letter key prefix in ARGV[1]; other scripts
-(the outcome record) build on it, so a letter is written in the same atomic step as its state."""
+(the outcome record) build on it, so a letter is written in the same atomic step as its state. Adding
+keeps the count and byte bounds at once; age is pruned by the worker's periodic chores (`prune`), and
+a letter's own record expires at its age anyway."""
 
 _ADD = ADD_LETTER + "return add_letter(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7])"
 """ARGV: prefix, id, record, now, max_age, max_size, max_bytes. Returns how many letters were pruned."""
@@ -295,7 +303,8 @@ class DeadLetterStore:
         )
 
     def add(self, letter: DeadLetter) -> int:
-        """Store `letter` within the bounds, pruning what is over them in the same atomic step; return pruned."""
+        """Store `letter` within the count and byte bounds, trimming what is over them in the same atomic
+        step; return how many were dropped. Letters past their age go in `prune`."""
         return int(self._add(keys=LETTER_KEYS, args=[LETTER_PREFIX, *self.letter_args(letter)]))
 
     def letter_args(self, letter: DeadLetter) -> list[Any]:

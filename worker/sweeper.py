@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -65,19 +66,20 @@ class Sweeper:
 
 
 class SweeperThread(threading.Thread):
-    """Runs the sweeper every `interval` seconds in the worker's main process."""
+    """Runs the periodic chores (the sweep, dead-letter pruning) every `interval` seconds in the main process."""
 
-    def __init__(self, sweeper: Sweeper, interval: float) -> None:
+    def __init__(self, chores: Sequence[Callable[[], object]], interval: float) -> None:
         super().__init__(name="lost-message-sweeper", daemon=True)
-        self.sweeper, self.interval = sweeper, interval
+        self.chores, self.interval = tuple(chores), interval
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
-            try:
-                self.sweeper.sweep()
-            except redis.RedisError:
-                continue
+            for chore in self.chores:
+                try:
+                    chore()
+                except redis.RedisError:
+                    continue
 
 
 def _parsed(envelope: bytes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pipelines.registry import RegistryError
 from producers import keys
 from producers.client import connect
 from producers.state import StateStore
+from worker.dead_letters import DeadLetterStore
 from worker.delivery import Delivery
 from worker.logs import configure_logging, get_logger
 from worker.processing import Processor
@@ -153,7 +154,8 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
     _releaser = ScheduleReleaser(RetrySchedule(client, settings.queue))
     _releaser.start()
     sweeper = Sweeper(client, settings.queue, StateStore(client, settings.state_ttl), settings.lost_after)
-    _sweeper = SweeperThread(sweeper, settings.sweep_interval)
+    letters = DeadLetterStore.from_settings(client, settings)  # pruned by age here, off the write path
+    _sweeper = SweeperThread((sweeper.sweep, letters.prune), settings.sweep_interval)
     _sweeper.start()
 
 

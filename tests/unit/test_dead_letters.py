@@ -281,11 +281,16 @@ def test_prune_by_age(store: DeadLetterStore) -> None:
     assert store.total_bytes() == stored_bytes(store)
 
 
-def test_add_prunes_letters_past_their_age(store: DeadLetterStore) -> None:
+def test_add_leaves_age_to_the_periodic_prune_but_keeps_the_count_bound(fake_redis: fakeredis.FakeRedis) -> None:
+    store = DeadLetterStore(fake_redis, max_size=2, max_age=MAX_AGE)
     store.add(letter("old"))
     rescore(store, old=time.time() - MAX_AGE - 1)
-    assert store.add(letter("new")) == 1
-    assert ids(store) == {"new"}
+    assert store.add(letter("new")) == 0  # no age scan on the write path
+    assert ids(store) == {"old", "new"}
+    assert store.add(letter("newest")) == 1  # the count bound holds at once, oldest first
+    assert ids(store) == {"new", "newest"}
+    rescore(store, new=time.time() - MAX_AGE - 1)
+    assert store.prune() == 1 and ids(store) == {"newest"}
 
 
 def test_prune_by_age_and_size_together(fake_redis: fakeredis.FakeRedis) -> None:

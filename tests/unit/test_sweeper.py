@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import fakeredis
+import redis
 
 from producers import TriggerClient, keys
 from producers.settings import ProducerSettings
 from producers.state import RequestState, StateStore, Status
-from worker.sweeper import Sweeper
+from worker.sweeper import Sweeper, SweeperThread
 
 QUEUE = "sweep-q"
 
@@ -66,3 +68,25 @@ def test_a_re_sent_request_id_is_not_noted_twice(fake_redis: fakeredis.FakeRedis
     client.trigger("training_pipeline", request_id="same-1")
 
     assert fake_redis.zcard(keys.waiting_key(QUEUE)) == 1 and fake_redis.llen(QUEUE) == 2
+
+
+def test_the_chores_thread_runs_every_chore_each_round_and_survives_a_redis_error() -> None:
+    rounds: list[str] = []
+    done = threading.Event()
+
+    def flaky() -> None:
+        rounds.append("flaky")
+        raise redis.ConnectionError("Redis restarting")
+
+    def prune() -> None:
+        rounds.append("prune")
+        if rounds.count("prune") >= 2:
+            done.set()
+
+    thread = SweeperThread((flaky, prune), interval=0.01)
+    thread.start()
+    assert done.wait(10), "the second chore must run even when the first raises, round after round"
+    thread.stopped.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert rounds[:4] == ["flaky", "prune", "flaky", "prune"]
