@@ -1,8 +1,9 @@
-"""The producer side: the wire contract, the Python client and the `trigger` CLI's send side.
+"""The producer side: the wire contract, the Python clients (sync and asyncio) and the `trigger` CLI's send side.
 
 Importing this package never imports ZenML, scikit-learn, Celery or the worker.
 """
 
+from producers.async_client import AsyncTriggerClient
 from producers.client import TriggerClient
 from producers.contract import StepOverride, TriggerRequest, decode_request, encode_request
 from producers.errors import (
@@ -18,6 +19,7 @@ from producers.settings import ProducerSettings
 from producers.state import RequestState, Status
 
 __all__ = [
+    "AsyncTriggerClient",
     "EnqueueError",
     "InvalidRequest",
     "MalformedRequest",

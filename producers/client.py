@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.backoff import NoBackoff
@@ -23,7 +23,7 @@ log = logging.getLogger("producers.client")
 # State and message in one atomic round trip; a Lua call is ~1.5x a bare LPUSH, MULTI/EXEC ~2.3x.
 # NX: re-sending a request id (a producer retrying after a timeout) never resets its recorded
 # state; the worker sees the earlier outcome and the copy starts nothing.
-_ENQUEUE = """
+ENQUEUE_SCRIPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
@@ -35,6 +35,81 @@ return 1
 # A new request is also noted as waiting (with its message) until a worker takes it on, so the
 # worker's sweeper can send again a message that was popped and lost before kombu recorded it. A request
 # with a coalescing key becomes the key's latest, decided here, atomically, in enqueue order (not by clocks).
+
+
+class EnqueueCall(NamedTuple):
+    """The enqueue script's KEYS and ARGV for one request, built in one place for the sync and async clients."""
+
+    keys: list[str]
+    args: list[Any]
+
+
+def enqueue_call(
+    settings: ProducerSettings, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None
+) -> EnqueueCall:
+    """What `ENQUEUE_SCRIPT` needs to record `state`, note it as waiting and push `payload`'s task message."""
+    queue = settings.queue
+    coalesce_key = state.coalesce_key or ""
+    envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], queue, task_kwargs)
+    return EnqueueCall(
+        keys=[
+            keys.state_key(state.request_id),
+            queue,
+            keys.waiting_key(queue),
+            keys.waiting_messages_key(queue),
+            keys.coalesce_latest_key(coalesce_key),
+        ],
+        args=[state.to_json(), settings.state_ttl, envelope, time.time(), state.request_id, coalesce_key],
+    )
+
+
+def queued(request: TriggerRequest, settings: ProducerSettings) -> tuple[RequestState, str]:
+    """A request's first state and its checked wire form: what both clients enqueue for `send`."""
+    payload = encode_request(request)
+    check_payload_size(payload, settings.max_payload_bytes)
+    return RequestState.queued(request), payload
+
+
+def request_from(
+    pipeline_name: str | None = None,
+    *,
+    template: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    steps: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    coalesce_key: str | None = None,
+    source: str = "python-client",
+    metadata: Mapping[str, Any] | None = None,
+    request_id: str | None = None,
+) -> TriggerRequest:
+    """The request `trigger()` sends (either client); `InvalidRequest` with paths when it cannot be built."""
+    fields: dict[str, Any] = {
+        "pipeline_name": pipeline_name,
+        "template": template,
+        "parameters": dict(parameters or {}),
+        "steps": steps,
+        "idempotency_key": idempotency_key,
+        "coalesce_key": coalesce_key,
+        "source": source,
+        "metadata": dict(metadata or {}),
+    }
+    if request_id is not None:
+        fields["request_id"] = request_id
+    return build_request(**fields)
+
+
+def enqueue_error(settings: ProducerSettings, request_id: str, exc: Exception) -> EnqueueError:
+    """The one-line error both clients raise when Redis does not take a request (no secret in it)."""
+    where = redacted_url(settings.redis_url)
+    return EnqueueError(
+        f"could not enqueue request {request_id} onto {where} within {settings.enqueue_timeout:g}s: "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def note_failed_enqueue(request: object, exc: BaseException) -> None:
+    """Log a fire-and-forget failure under its stable event name, whatever `request` turned out to be."""
+    log.error("trigger.enqueue_failed request_id=%s error=%s", _id_of(request), exc)
 
 
 def connect(settings: ProducerSettings) -> redis.Redis:
@@ -55,7 +130,7 @@ class TriggerClient:
         self.redis = client
         self.states = StateStore(client, self.settings.state_ttl)
         self.failed_enqueues = 0
-        self._enqueue = client.register_script(_ENQUEUE)
+        self._enqueue = client.register_script(ENQUEUE_SCRIPT)
 
     @classmethod
     def from_env(cls) -> TriggerClient:
@@ -85,40 +160,31 @@ class TriggerClient:
         Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
         built, `EnqueueError` when Redis does not take it in time.
         """
-        fields: dict[str, Any] = {
-            "pipeline_name": pipeline_name,
-            "template": template,
-            "parameters": dict(parameters or {}),
-            "steps": steps,
-            "idempotency_key": idempotency_key,
-            "coalesce_key": coalesce_key,
-            "source": source,
-            "metadata": dict(metadata or {}),
-        }
-        if request_id is not None:
-            fields["request_id"] = request_id
-        return self.send(build_request(**fields))
+        return self.send(
+            request_from(
+                pipeline_name,
+                template=template,
+                parameters=parameters,
+                steps=steps,
+                idempotency_key=idempotency_key,
+                coalesce_key=coalesce_key,
+                source=source,
+                metadata=metadata,
+                request_id=request_id,
+            )
+        )
 
     def send(self, request: TriggerRequest) -> str:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
-        payload = encode_request(request)
-        check_payload_size(payload, self.settings.max_payload_bytes)
-        return self.enqueue(RequestState.queued(request), payload)
+        return self.enqueue(*queued(request, self.settings))
 
     def enqueue(self, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None) -> str:
         """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
-        envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], self.settings.queue, task_kwargs)
+        call = enqueue_call(self.settings, state, payload, task_kwargs)
         try:
-            queue = self.settings.queue
-            waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue)]
-            latest = keys.coalesce_latest_key(state.coalesce_key or "")
-            args = [state.to_json(), self.settings.state_ttl, envelope, time.time(), state.request_id]
-            self._enqueue(
-                keys=[keys.state_key(state.request_id), queue, *waiting, latest],
-                args=[*args, state.coalesce_key or ""],
-            )
+            self._enqueue(keys=call.keys, args=call.args)
         except redis.RedisError as exc:
-            raise self._enqueue_error(state.request_id, exc) from None
+            raise enqueue_error(self.settings, state.request_id, exc) from None
         return state.request_id
 
     def try_send(self, request: TriggerRequest) -> str | None:
@@ -127,7 +193,7 @@ class TriggerClient:
             return self.send(request)
         except Exception as exc:  # noqa: BLE001 - the caller asked never to be raised at
             self.failed_enqueues += 1
-            log.error("trigger.enqueue_failed request_id=%s error=%s", _id_of(request), exc)
+            note_failed_enqueue(request, exc)
             return None
 
     def status(self, request_id: str) -> RequestState:
@@ -137,13 +203,6 @@ class TriggerClient:
     def wait(self, request_id: str, timeout: float) -> RequestState:
         """Block up to `timeout` seconds for the request to reach a terminal state."""
         return self.states.wait(request_id, timeout)
-
-    def _enqueue_error(self, request_id: str, exc: redis.RedisError) -> EnqueueError:
-        where = redacted_url(self.settings.redis_url)
-        timeout = self.settings.enqueue_timeout
-        return EnqueueError(
-            f"could not enqueue request {request_id} onto {where} within {timeout:g}s: {type(exc).__name__}: {exc}"
-        )
 
 
 def _id_of(request: object) -> str | None:

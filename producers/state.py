@@ -49,6 +49,9 @@ TERMINAL = frozenset(
 """End states. `submitted` ends the worker's part for a server run it was told not to follow."""
 
 
+POLL_INTERVAL = 0.1
+"""Seconds between two looks at a request's state while waiting for it to end (both clients)."""
+
 MAX_ERROR_CHARS = 2000
 MAX_ERROR_DETAILS = 50
 
@@ -158,26 +161,39 @@ class StateStore:
 
     def get(self, request_id: str) -> RequestState | None:
         """The state, or None if unknown or expired."""
-        raw = self.client.get(keys.state_key(request_id))
-        return RequestState.model_validate_json(raw) if raw else None
+        return parse_state(self.client.get(keys.state_key(request_id)))
 
     def require(self, request_id: str) -> RequestState:
         """The state, or `UnknownRequest`."""
-        state = self.get(request_id)
-        if state is None:
-            raise UnknownRequest(f"no request with id {request_id!r} is known (never sent, or expired)")
-        return state
+        return known_state(request_id, self.get(request_id))
 
     def put(self, state: RequestState, pipe: Any = None) -> None:
         """Write `state` (through `pipe` when batching with other commands)."""
         target = pipe if pipe is not None else self.client
         target.set(keys.state_key(state.request_id), state.to_json(), ex=self.ttl)
 
-    def wait(self, request_id: str, timeout: float, poll: float = 0.1) -> RequestState:
+    def wait(self, request_id: str, timeout: float, poll: float = POLL_INTERVAL) -> RequestState:
         """Block up to `timeout` seconds for a terminal state; return the latest state either way."""
         deadline = time.monotonic() + timeout
         state = self.require(request_id)
-        while not state.status.terminal and time.monotonic() < deadline:
-            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+        while not state.status.terminal and (pause := pause_before(deadline, poll)) > 0:
+            time.sleep(pause)
             state = self.require(request_id)
         return state
+
+
+def parse_state(raw: bytes | str | None) -> RequestState | None:
+    """A stored state as read from Redis (by the sync or the async client), or None if there is none."""
+    return RequestState.model_validate_json(raw) if raw else None
+
+
+def known_state(request_id: str, state: RequestState | None) -> RequestState:
+    """`state`, or the `UnknownRequest` both clients raise for an id nothing is recorded under."""
+    if state is None:
+        raise UnknownRequest(f"no request with id {request_id!r} is known (never sent, or expired)")
+    return state
+
+
+def pause_before(deadline: float, poll: float) -> float:
+    """How long a waiter sleeps before its next look: `poll`, cut at the deadline (0: stop waiting)."""
+    return min(poll, max(0.0, deadline - time.monotonic()))

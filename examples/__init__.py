@@ -1,0 +1,1 @@
+"""Small, tested integrations of the producers with common frameworks."""

@@ -1,0 +1,1 @@
+"""A web app whose "retrain" button enqueues a run and answers at once: FastAPI (async) and Flask (sync)."""

@@ -1,0 +1,137 @@
+"""`AsyncTriggerClient`: the `TriggerClient` API for asyncio apps, so a handler never blocks its event loop.
+
+It sends the same Lua call with the same keys and arguments (built in `producers.client`),
+raises the same errors and is bounded by the same timeouts; only the I/O differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from producers import keys
+from producers.client import ENQUEUE_SCRIPT, enqueue_call, enqueue_error, note_failed_enqueue, queued, request_from
+from producers.contract import TriggerRequest
+from producers.settings import ProducerSettings
+from producers.state import POLL_INTERVAL, RequestState, known_state, parse_state, pause_before
+
+
+def connect_async(settings: ProducerSettings) -> aioredis.Redis:
+    """An asyncio Redis client on one connection pool, every call bounded by the settings' timeouts (no retries)."""
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.enqueue_timeout,
+        socket_connect_timeout=settings.connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+class AsyncTriggerClient:
+    """Sends trigger requests and reads their state back from asyncio code (FastAPI, aiohttp, …).
+
+    Create it once per process (in the app's lifespan) and reuse it: its pool keeps the
+    connections warm. Close it with `aclose()` or use it as an async context manager.
+    """
+
+    def __init__(self, client: aioredis.Redis, settings: ProducerSettings | None = None) -> None:
+        self.settings = settings or ProducerSettings()
+        self.redis = client
+        self.failed_enqueues = 0
+        self._enqueue = client.register_script(ENQUEUE_SCRIPT)
+
+    @classmethod
+    def from_env(cls) -> AsyncTriggerClient:
+        """A client configured from `TRIGGER_*` variables (`TRIGGER_REDIS_URL` above all)."""
+        return cls.from_settings(ProducerSettings())
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings) -> AsyncTriggerClient:
+        """A client for explicit settings."""
+        return cls(connect_async(settings), settings)
+
+    async def trigger(
+        self,
+        pipeline_name: str | None = None,
+        *,
+        template: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        steps: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        coalesce_key: str | None = None,
+        source: str = "python-client",
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Enqueue a run of `pipeline_name` (or of `template`) and return the request id.
+
+        Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
+        built, `EnqueueError` when Redis does not take it in time.
+        """
+        return await self.send(
+            request_from(
+                pipeline_name,
+                template=template,
+                parameters=parameters,
+                steps=steps,
+                idempotency_key=idempotency_key,
+                coalesce_key=coalesce_key,
+                source=source,
+                metadata=metadata,
+                request_id=request_id,
+            )
+        )
+
+    async def send(self, request: TriggerRequest) -> str:
+        """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
+        return await self.enqueue(*queued(request, self.settings))
+
+    async def enqueue(self, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None) -> str:
+        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
+        call = enqueue_call(self.settings, state, payload, task_kwargs)
+        try:
+            await self._enqueue(keys=call.keys, args=call.args)
+        except RedisError as exc:
+            raise enqueue_error(self.settings, state.request_id, exc) from None
+        return state.request_id
+
+    async def try_send(self, request: TriggerRequest) -> str | None:
+        """Fire-and-forget: like `send`, but logs and counts a failure instead of raising, whatever it is."""
+        try:
+            return await self.send(request)
+        except Exception as exc:  # noqa: BLE001 - the caller asked never to be raised at
+            self.failed_enqueues += 1
+            note_failed_enqueue(request, exc)
+            return None
+
+    async def status(self, request_id: str) -> RequestState:
+        """The request's current state; `UnknownRequest` if none is recorded."""
+        return known_state(request_id, parse_state(await self.redis.get(keys.state_key(request_id))))
+
+    async def wait(self, request_id: str, timeout: float) -> RequestState:
+        """Wait up to `timeout` seconds for a terminal state, yielding to the event loop between looks."""
+        deadline = time.monotonic() + timeout
+        state = await self.status(request_id)
+        while not state.status.terminal and (pause := pause_before(deadline, POLL_INTERVAL)) > 0:
+            await asyncio.sleep(pause)
+            state = await self.status(request_id)
+        return state
+
+    async def aclose(self) -> None:
+        """Close the Redis client and the connections of its pool."""
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> AsyncTriggerClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.aclose()
