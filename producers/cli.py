@@ -27,8 +27,9 @@ WORKER_COMMANDS = {
     "dlq": "worker.cli:dlq",
     "templates": "worker.template_cli:templates",
     "drift": "producers.drift_cli:drift",
+    "gateway": "producers.gateway_cli:gateway",
 }
-EXTRA_OF = {"drift": "drift"}
+EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""
 
 

@@ -1,0 +1,184 @@
+"""The HTTP gateway: a way in for systems that are not Python (webhooks, Node services, CI jobs with curl).
+
+`POST /v1/triggers` takes the wire JSON, checks it, enqueues it with the async client (one Redis
+call) and answers 202 at once with the request id and where to follow it; the run happens in a
+worker. Every failure is a JSON body with a stable `error` code: 422 with every problem and its
+path, 413 for an oversized body, 503 when Redis does not answer within the enqueue timeout. It
+never holds a request open for a run, and no input makes it answer 500.
+
+    trigger gateway --port 8080        # or: uvicorn --factory producers.gateway:create_app
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Request
+from fastapi.exceptions import RequestValidationError
+from redis.exceptions import RedisError
+
+from producers import keys
+from producers.async_client import AsyncTriggerClient
+from producers.contract import ID_PATTERN, TriggerRequest, build_request, decode_request
+from producers.errors import EnqueueError, InvalidRequest, PayloadTooLarge, Problem, UnknownRequest
+from producers.gateway_bodies import (
+    JSONResponse,
+    accepted,
+    error_body,
+    invalid_body,
+    request_body_openapi,
+    unavailable_body,
+    with_components,
+)
+from producers.settings import ProducerSettings
+
+router = APIRouter()
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+IDEMPOTENT_PREFIX = "idem-"
+"""Request ids the gateway derives from an `Idempotency-Key` header (per caller), so a retried POST maps to one id."""
+
+
+def client_of(request: Request) -> AsyncTriggerClient:
+    """The app's one client, made in its lifespan (its connection pool belongs to the server's event loop)."""
+    return request.app.state.triggers  # type: ignore[no-any-return]
+
+
+Triggers = Annotated[AsyncTriggerClient, Depends(client_of)]
+RequestId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+
+
+@router.post(
+    "/v1/triggers",
+    status_code=202,
+    openapi_extra=request_body_openapi(),
+    responses={
+        202: {"description": "queued: the request id and the URL of its state"},
+        413: {"description": "the body is over the payload limit"},
+        422: {"description": "an invalid request: every problem with its path"},
+        503: {"description": "Redis did not take the request within the enqueue timeout"},
+    },
+)
+async def create_trigger(request: Request) -> JSONResponse:
+    """Check and enqueue one trigger request; answer 202 with its id and status URL at once.
+
+    Takes the plain `Request` (no FastAPI dependencies or header parameters to solve): this is
+    the hot path, and its body is checked by the wire contract itself.
+    """
+    client: AsyncTriggerClient = request.app.state.triggers
+    header = request.headers.get(IDEMPOTENCY_HEADER)
+    body = await read_body(request, client.settings.max_payload_bytes)
+    trigger = with_idempotency(decode_request(body), header, caller="anonymous")
+    status_url = f"{request.base_url}v1/triggers/{trigger.request_id}"
+    if header is not None and await known(client, trigger.request_id):
+        return accepted(trigger.request_id, status_url, replayed=True)
+    await client.send(trigger)
+    return accepted(trigger.request_id, status_url)
+
+
+@router.get(
+    "/v1/triggers/{request_id}",
+    responses={404: {"description": "no request with that id is known"}, 503: {"description": "Redis is down"}},
+)
+async def get_trigger(request_id: RequestId, client: Triggers) -> JSONResponse:
+    """The request's state, as `trigger status --json` prints it."""
+    state = await client.status(request_id)
+    return JSONResponse(state.public_dict())
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process answers (liveness); says nothing about Redis."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Redis does not answer"}})
+async def readyz(client: Triggers) -> JSONResponse:
+    """Ready when Redis answers within the connect and enqueue timeouts."""
+    try:
+        await client.redis.ping()
+    except (RedisError, OSError) as exc:
+        return JSONResponse(error_body("not_ready", f"Redis does not answer: {type(exc).__name__}"), 503)
+    return JSONResponse({"status": "ready"})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it passes `limit` bytes (a huge body is never held whole)."""
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise PayloadTooLarge(details=[Problem("", f"the body is over the {limit}-byte limit")])
+    return bytes(received)
+
+
+def with_idempotency(trigger: TriggerRequest, header: str | None, caller: str) -> TriggerRequest:
+    """Apply an `Idempotency-Key` header: it becomes the idempotency key and fixes the request id, so a
+    retried POST gets the first request's id back (Stripe's semantics) instead of a second request."""
+    if header is None:
+        return trigger
+    if trigger.idempotency_key not in (None, header):
+        problem = "differs from the Idempotency-Key header; send one or make them equal"
+        raise InvalidRequest(details=[Problem("idempotency_key", problem)])
+    digest = hashlib.sha256(f"{caller}\0{header}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    fields = {"idempotency_key": header, "request_id": f"{IDEMPOTENT_PREFIX}{digest}"}
+    return build_request(**{**dict(trigger), **fields})
+
+
+async def known(client: AsyncTriggerClient, request_id: str) -> bool:
+    """Whether a state is recorded under `request_id` (a retried idempotent POST)."""
+    return bool(await client.redis.exists(keys.state_key(request_id)))
+
+
+def create_app(settings: ProducerSettings | None = None, client: AsyncTriggerClient | None = None) -> FastAPI:
+    """The gateway for `settings` (from `TRIGGER_*` when None); `client` replaces the one it would make."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if client is None:  # made here, inside the server's event loop, which its pool belongs to
+            app.state.triggers = AsyncTriggerClient.from_settings(settings or ProducerSettings())
+        yield
+        await app.state.triggers.aclose()
+
+    app = FastAPI(title="ZenML queue triggers", version="1", lifespan=lifespan, default_response_class=JSONResponse)
+    if client is not None:
+        app.state.triggers = client
+    app.include_router(router)
+    add_error_handlers(app)
+    app.openapi = with_components(app)  # type: ignore[method-assign]
+    return app
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every known failure as a JSON body with a stable `error` code; nothing becomes a 500."""
+    app.add_exception_handler(PayloadTooLarge, _too_large)
+    app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(RequestValidationError, _invalid_http)
+    app.add_exception_handler(EnqueueError, _unavailable)
+    app.add_exception_handler(RedisError, _unavailable)
+    app.add_exception_handler(UnknownRequest, _unknown)
+
+
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(invalid_body("payload_too_large", exc), status_code=413)
+
+
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(invalid_body("invalid_request", exc), status_code=422)
+
+
+async def _invalid_http(_: Request, exc: Exception) -> JSONResponse:
+    """A header or path that does not fit (FastAPI's own check), in the same shape, without echoing input."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [Problem(".".join(str(p) for p in e["loc"]), str(e["msg"])) for e in exc.errors()]
+    return JSONResponse(invalid_body("invalid_request", InvalidRequest(details=problems)), status_code=422)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(unavailable_body(exc), status_code=503)
+
+
+async def _unknown(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body("unknown_request", str(exc)), status_code=404)

@@ -1,0 +1,89 @@
+"""The gateway over real uvicorn on loopback, with the real Redis and a real worker: 202, then `succeeded`."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from producers.state import Status
+from tests.integration.conftest import REPO, Stack, zenml_runs
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[str]:
+    """`trigger gateway` as a real process on a free loopback port; its base URL."""
+    port = free_port()
+    log = open(stack.log_dir / "gateway.log", "ab")
+    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen(command, cwd=REPO, env=stack.env(), stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base, process)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+def wait_until_up(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the gateway exited at start"
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"the gateway did not answer on {base} within {timeout:g}s")
+
+
+def test_a_request_posted_to_the_gateway_runs_to_succeeded(stack: Stack, gateway: str) -> None:
+    stack.start_worker()
+    body = {"pipeline_name": "training_pipeline", "steps": {"train_model": {"parameters": {"n_estimators": 10}}}}
+    with httpx.Client(base_url=gateway, timeout=10) as http:
+        assert http.get("/readyz").json() == {"status": "ready"}
+        answer = http.post("/v1/triggers", json={**body, "source": "webhook"}, headers={"Idempotency-Key": "ci-7"})
+        assert answer.status_code == 202, answer.text
+        request_id = answer.json()["request_id"]
+        again = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "ci-7"})
+        state = stack.wait(request_id, 180)
+        polled = http.get(answer.json()["status_url"]).json()
+
+    assert again.status_code == 202 and again.json()["request_id"] == request_id
+    assert state.status is Status.SUCCEEDED, stack.logs()
+    assert polled["status"] == "succeeded" and polled["run_id"] == state.run_id
+    assert state.source == "webhook" and state.idempotency_key == "ci-7"
+    assert len(zenml_runs("training_pipeline")) == 1
+
+
+def test_invalid_requests_are_422_with_paths_and_a_down_redis_is_503(stack: Stack, gateway: str) -> None:
+    with httpx.Client(base_url=gateway, timeout=10) as http:
+        bad = http.post("/v1/triggers", json={"pipeline_name": "training_pipeline", "steps": {"x": 1}, "zzz": 1})
+        assert bad.status_code == 422
+        assert {p["path"] for p in bad.json()["problems"]} >= {"steps.x", "zzz"}
+        assert stack.redis.llen(stack.queue) == 0
+    port = free_port()
+    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]
+    env = stack.env(TRIGGER_REDIS_URL="redis://127.0.0.1:1/0", TRIGGER_ENQUEUE_TIMEOUT="0.3")
+    down = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}", down)
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/triggers", json={"pipeline_name": "p"}, timeout=10)
+        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    finally:
+        down.terminate()
+        down.wait(15)
+    assert answer.status_code == 503 and answer.json()["error"] == "queue_unavailable", answer.text
+    assert ready.status_code == 503

@@ -1,0 +1,137 @@
+"""The HTTP gateway on fakeredis: 202 with an id, 422 with every path, 413, 404, 503, idempotent retries."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from fastapi.testclient import TestClient
+
+from producers import AsyncTriggerClient, ProducerSettings, decode_request
+from producers.gateway import create_app
+
+QUEUE = "gw-q"
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+def gateway(server: fakeredis.FakeServer, **settings: Any) -> TestClient:
+    client = AsyncTriggerClient(fakeredis.FakeAsyncRedis(server=server), ProducerSettings(queue=QUEUE, **settings))
+    return TestClient(create_app(client=client), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def http(server: fakeredis.FakeServer) -> Iterator[TestClient]:
+    with gateway(server) as client:
+        yield client
+
+
+def queued(server: fakeredis.FakeServer) -> list[Any]:
+    """The requests on the queue, oldest first."""
+    items = fakeredis.FakeRedis(server=server).lrange(QUEUE, 0, -1)[::-1]
+    return [decode_request(json.loads(base64.b64decode(json.loads(i)["body"]))[0][0]) for i in items]
+
+
+def test_a_valid_request_is_queued_and_answered_202_with_its_status_url(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    body = {"pipeline_name": "training_pipeline", "parameters": {"model_type": "random_forest"}, "source": "ci"}
+    answer = http.post("/v1/triggers", json=body)
+
+    assert answer.status_code == 202
+    request_id = answer.json()["request_id"]
+    assert answer.json()["status_url"].endswith(f"/v1/triggers/{request_id}")
+    assert answer.headers["location"] == answer.json()["status_url"]
+    [request] = queued(server)
+    assert request.request_id == request_id and request.source == "ci"
+    assert request.parameters == {"model_type": "random_forest"}
+    state = http.get(f"/v1/triggers/{request_id}")
+    assert state.status_code == 200 and state.json()["status"] == "queued"
+
+
+def test_every_problem_comes_back_with_its_path_and_nothing_is_queued(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    body = {"pipeline_name": "bad name!", "steps": {"train_model": {"parameters": 3}}, "colour": "red"}
+    answer = http.post("/v1/triggers", json=body)
+
+    assert answer.status_code == 422 and answer.json()["error"] == "invalid_request"
+    paths = {p["path"] for p in answer.json()["problems"]}
+    assert {"pipeline_name", "steps.train_model.parameters", "colour"} <= paths
+    assert queued(server) == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"not json", b"[1, 2]", b'{"pipeline_name": "p", "source": "\\ud800"}', b"", b'"\\udfff"', b"{" * 10_000],
+)
+def test_garbage_bodies_get_a_422_never_a_500(http: TestClient, raw: bytes) -> None:
+    answer = http.post("/v1/triggers", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "invalid_request" and answer.json()["problems"]
+
+
+def test_an_oversized_body_is_refused_with_413(server: fakeredis.FakeServer) -> None:
+    with gateway(server, max_payload_bytes=1000) as http:
+        body = {"pipeline_name": "p", "metadata": {"blob": "x" * 5000}}
+        answer = http.post("/v1/triggers", json=body)
+    assert answer.status_code == 413 and answer.json()["error"] == "payload_too_large"
+    assert queued(server) == []
+
+
+def test_an_unknown_or_malformed_id_is_404_or_422(http: TestClient) -> None:
+    assert http.get("/v1/triggers/never-sent").status_code == 404
+    assert http.get("/v1/triggers/never-sent").json()["error"] == "unknown_request"
+    assert http.get("/v1/triggers/" + "x" * 500).status_code == 422
+    assert http.get("/v1/triggers/bad%20id").status_code == 422
+
+
+def test_a_retried_post_with_the_same_idempotency_key_gets_the_first_id_back(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    body = {"pipeline_name": "training_pipeline"}
+    first = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "deploy-42"})
+    again = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "deploy-42"})
+    other = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "deploy-43"})
+
+    assert first.status_code == again.status_code == other.status_code == 202
+    assert again.json()["request_id"] == first.json()["request_id"] != other.json()["request_id"]
+    assert again.headers.get("idempotent-replayed") == "true" and "idempotent-replayed" not in first.headers
+    assert [r.idempotency_key for r in queued(server)] == ["deploy-42", "deploy-43"]
+
+
+def test_a_body_key_that_contradicts_the_header_is_refused(http: TestClient) -> None:
+    body = {"pipeline_name": "training_pipeline", "idempotency_key": "a"}
+    answer = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "b"})
+    assert answer.status_code == 422
+    assert [p["path"] for p in answer.json()["problems"]] == ["idempotency_key"]
+
+
+def test_redis_down_is_a_prompt_503_with_a_clear_body(server: fakeredis.FakeServer) -> None:
+    with gateway(server) as http:
+        server.connected = False
+        answer = http.post("/v1/triggers", json={"pipeline_name": "training_pipeline"})
+        status = http.get("/v1/triggers/some-id")
+        ready = http.get("/readyz")
+        alive = http.get("/healthz")
+    assert answer.status_code == 503 and answer.json()["error"] == "queue_unavailable"
+    assert "could not enqueue" in answer.json()["message"]
+    assert status.status_code == 503 and ready.status_code == 503
+    assert alive.status_code == 200
+
+
+def test_ready_when_redis_answers(http: TestClient) -> None:
+    assert http.get("/readyz").json() == {"status": "ready"}
+
+
+def test_the_openapi_spec_documents_the_wire_body(http: TestClient) -> None:
+    spec = http.get("/openapi.json").json()
+    body = spec["paths"]["/v1/triggers"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "pipeline_name" in body["properties"] and "StepOverride" in spec["components"]["schemas"]
