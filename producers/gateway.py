@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 
-from producers import keys
+from producers import gateway_compat, keys
 from producers.async_client import AsyncTriggerClient
 from producers.contract import ID_PATTERN, TriggerRequest, build_request, decode_request
 from producers.errors import EnqueueError, InvalidRequest, PayloadTooLarge, Problem, UnknownRequest
@@ -29,6 +29,7 @@ from producers.gateway_bodies import (
     accepted,
     error_body,
     invalid_body,
+    read_body,
     request_body_openapi,
     unavailable_body,
     with_components,
@@ -104,16 +105,6 @@ async def readyz(client: Triggers) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it passes `limit` bytes (a huge body is never held whole)."""
-    received = bytearray()
-    async for chunk in request.stream():
-        received += chunk
-        if len(received) > limit:
-            raise PayloadTooLarge(details=[Problem("", f"the body is over the {limit}-byte limit")])
-    return bytes(received)
-
-
 def with_idempotency(trigger: TriggerRequest, header: str | None, caller: str) -> TriggerRequest:
     """Apply an `Idempotency-Key` header: it becomes the idempotency key and fixes the request id, so a
     retried POST gets the first request's id back (Stripe's semantics) instead of a second request."""
@@ -146,6 +137,7 @@ def create_app(settings: ProducerSettings | None = None, client: AsyncTriggerCli
     if client is not None:
         app.state.triggers = client
     app.include_router(router)
+    app.include_router(gateway_compat.router)
     add_error_handlers(app)
     app.openapi = with_components(app)  # type: ignore[method-assign]
     return app

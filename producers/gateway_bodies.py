@@ -1,4 +1,4 @@
-"""What the gateway answers: its JSON bodies, a response class that can always encode them, and its OpenAPI."""
+"""What the gateway reads and answers: bounded bodies, JSON answers that can always be encoded, its OpenAPI."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse as _StarletteJSON
 
 from producers.contract import TriggerRequest
-from producers.errors import TriggerError
+from producers.errors import PayloadTooLarge, Problem, TriggerError
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 
@@ -21,6 +21,16 @@ class JSONResponse(_StarletteJSON):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it passes `limit` bytes (a huge body is never held whole)."""
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise PayloadTooLarge(details=[Problem("", f"the body is over the {limit}-byte limit")])
+    return bytes(received)
 
 
 def accepted(request_id: str, status_url: str, replayed: bool = False) -> JSONResponse:

@@ -1,0 +1,134 @@
+"""The tutorial's routes and ZenML's run-template route on the gateway (fakeredis): same bodies, 202, paths."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+from fastapi.testclient import TestClient
+
+from producers import AsyncTriggerClient, ProducerSettings, decode_request
+from producers.gateway import create_app
+
+QUEUE = "compat-gw"
+# The request bodies of the tutorial's curl examples (../shared/seed/triggering-pipelines-tutorial.md), verbatim.
+TUTORIAL_TRIGGER = """{
+    "pipeline_name": "training_pipeline",
+    "steps": {
+      "load_data": {
+        "parameters": {
+          "data_url": "s3://some-bucket/new-data.csv"
+        }
+      },
+      "train_model": {
+        "parameters": {
+          "model_type": "gradient_boosting"
+        }
+      }
+    }
+  }"""
+TUTORIAL_TEMPLATE = """{
+    "template_id": "YOUR_TEMPLATE_ID",
+    "steps": {
+      "load_data": {
+        "parameters": {
+          "data_url": "s3://some-bucket/new-data.csv"
+        }
+      },
+      "train_model": {
+        "parameters": {
+          "model_type": "gradient_boosting"
+        }
+      }
+    }
+  }"""
+ZENML_REST = """{
+    "steps": {
+      "load_data": {
+        "parameters": {
+          "data_url": "s3://production-bucket/latest-data.csv"
+        }
+      },
+      "train_model": {
+        "parameters": {
+          "model_type": "gradient_boosting"
+        }
+      }
+    }
+  }"""
+JSON = {"content-type": "application/json", "accept": "application/json"}
+
+
+@pytest.fixture
+def server() -> fakeredis.FakeServer:
+    return fakeredis.FakeServer()
+
+
+@pytest.fixture
+def http(server: fakeredis.FakeServer) -> Iterator[TestClient]:
+    client = AsyncTriggerClient(fakeredis.FakeAsyncRedis(server=server), ProducerSettings(queue=QUEUE))
+    with TestClient(create_app(client=client), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def queued(server: fakeredis.FakeServer) -> list[Any]:
+    items = fakeredis.FakeRedis(server=server).lrange(QUEUE, 0, -1)[::-1]
+    return [decode_request(json.loads(base64.b64decode(json.loads(i)["body"]))[0][0]) for i in items]
+
+
+def test_the_tutorials_trigger_body_is_queued_with_its_step_parameters(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    answer = http.post("/trigger", content=TUTORIAL_TRIGGER, headers=JSON)
+
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["status"] == "success" and body["queued"] is True and body["run_id"] is None
+    assert "queued" in body["message"] and body["status_url"].endswith(body["request_id"])
+    [request] = queued(server)
+    assert request.pipeline_name == "training_pipeline" and request.source == "tutorial-api"
+    assert request.step_parameters() == {
+        "load_data": {"data_url": "s3://some-bucket/new-data.csv"},
+        "train_model": {"model_type": "gradient_boosting"},
+    }
+
+
+def test_the_tutorials_template_body_queues_that_template(http: TestClient, server: fakeredis.FakeServer) -> None:
+    answer = http.post("/trigger-template", content=TUTORIAL_TEMPLATE, headers=JSON)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["template_id"] == "YOUR_TEMPLATE_ID"
+    [request] = queued(server)
+    assert request.template == "YOUR_TEMPLATE_ID" and request.pipeline_name is None
+
+
+def test_zenmls_rest_body_queues_the_template_in_the_path(http: TestClient, server: fakeredis.FakeServer) -> None:
+    answer = http.post("/api/v1/run_templates/nightly@2/runs", content=ZENML_REST, headers=JSON)
+    assert answer.status_code == 202, answer.text
+    [request] = queued(server)
+    assert request.template == "nightly@2" and request.source == "zenml-rest"
+    assert request.step_parameters()["load_data"] == {"data_url": "s3://production-bucket/latest-data.csv"}
+
+
+def test_what_would_be_ignored_is_refused_with_its_path(http: TestClient, server: fakeredis.FakeServer) -> None:
+    zenml = json.loads(ZENML_REST) | {"enable_cache": False, "settings": {"docker": {"image": "x"}}}
+    answers = [
+        http.post("/api/v1/run_templates/nightly/runs", json=zenml),
+        http.post("/trigger", json=json.loads(TUTORIAL_TRIGGER) | {"config_path": "/etc/passwd"}),
+        http.post("/trigger", json={"pipeline_name": "training_pipeline", "steps": {"load_data": {"parameter": {}}}}),
+        http.post("/trigger-template", json={"steps": {}}),
+        http.post("/api/v1/run_templates/nightly/runs", content=b"[1]", headers=JSON),
+        http.post("/trigger", content=b"not json", headers=JSON),
+    ]
+    paths = [sorted(p["path"] for p in a.json()["problems"]) for a in answers]
+    assert [a.status_code for a in answers] == [422] * 6
+    assert paths[:4] == [
+        ["enable_cache", "settings"],
+        ["config_path"],
+        ["steps.load_data.parameter"],
+        ["template_id"],
+    ]
+    assert queued(server) == []
