@@ -12,9 +12,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers import keys
+from producers.catalog import CatalogCheck, CatalogReader
+from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError
+from producers.errors import EnqueueError, InvalidRequest, Problem
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState, StateStore
 
@@ -55,6 +57,7 @@ class TriggerClient:
         self.redis = client
         self.states = StateStore(client, self.settings.state_ttl)
         self.failed_enqueues = 0
+        self.catalog = CatalogReader(client, self.settings.queue)
         self._enqueue = client.register_script(_ENQUEUE)
 
     @classmethod
@@ -85,19 +88,46 @@ class TriggerClient:
         Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
         built, `EnqueueError` when Redis does not take it in time.
         """
-        fields: dict[str, Any] = {
-            "pipeline_name": pipeline_name,
-            "template": template,
-            "parameters": dict(parameters or {}),
-            "steps": steps,
-            "idempotency_key": idempotency_key,
-            "coalesce_key": coalesce_key,
-            "source": source,
-            "metadata": dict(metadata or {}),
-        }
-        if request_id is not None:
-            fields["request_id"] = request_id
+        fields = _request_fields(
+            pipeline_name, template, parameters, steps, idempotency_key, coalesce_key, source, metadata, request_id
+        )
         return self.send(build_request(**fields))
+
+    def validate(
+        self,
+        pipeline_name: str | None = None,
+        *,
+        template: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        steps: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        coalesce_key: str | None = None,
+        source: str = "python-client",
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> list[Problem]:
+        """Every problem `trigger(...)` with these arguments would be rejected for, found before enqueueing.
+
+        Checked against the catalog the workers publish, with the worker's paths; nothing is
+        enqueued. Without a usable catalog only the request's own shape is checked (and a log
+        line says why). The worker validates again either way.
+        """
+        fields = _request_fields(
+            pipeline_name, template, parameters, steps, idempotency_key, coalesce_key, source, metadata, request_id
+        )
+        try:
+            request = build_request(**fields)
+            check_payload_size(encode_request(request), self.settings.max_payload_bytes)
+        except InvalidRequest as exc:
+            return exc.details
+        return self.check(request).problems
+
+    def check(self, request: TriggerRequest) -> CatalogCheck:
+        """The early check of a built request against the catalog: its problems, or why it was skipped."""
+        result = check_request(self.catalog.read(), request)
+        if result.skipped:
+            log.info("trigger.catalog_skipped request_id=%s reason=%s", request.request_id, result.skipped)
+        return result
 
     def send(self, request: TriggerRequest) -> str:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""
@@ -144,6 +174,33 @@ class TriggerClient:
         return EnqueueError(
             f"could not enqueue request {request_id} onto {where} within {timeout:g}s: {type(exc).__name__}: {exc}"
         )
+
+
+def _request_fields(
+    pipeline_name: str | None,
+    template: str | None,
+    parameters: Mapping[str, Any] | None,
+    steps: Mapping[str, Any] | None,
+    idempotency_key: str | None,
+    coalesce_key: str | None,
+    source: str,
+    metadata: Mapping[str, Any] | None,
+    request_id: str | None,
+) -> dict[str, Any]:
+    """`TriggerRequest` fields from the keyword arguments `trigger` and `validate` share."""
+    fields: dict[str, Any] = {
+        "pipeline_name": pipeline_name,
+        "template": template,
+        "parameters": dict(parameters or {}),
+        "steps": steps,
+        "idempotency_key": idempotency_key,
+        "coalesce_key": coalesce_key,
+        "source": source,
+        "metadata": dict(metadata or {}),
+    }
+    if request_id is not None:
+        fields["request_id"] = request_id
+    return fields
 
 
 def _id_of(request: object) -> str | None:
