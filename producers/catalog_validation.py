@@ -60,7 +60,7 @@ def find_template(catalog: Catalog, ref: str) -> tuple[TemplateInfo | None, str 
     """The template `ref` names (latest `NAME`, `NAME@VERSION` or a snapshot id), or the worker's problem text."""
     items = catalog.templates.items
     if SNAPSHOT_ID.match(ref):
-        found = next((t for t in items if t.snapshot_id.replace("-", "") == ref.replace("-", "")), None)
+        found = next((t for t in items if _uuid_hex(t.snapshot_id) == _uuid_hex(ref)), None)
         return found, None if found else f"no snapshot with id {ref}"
     match = TEMPLATE_REF.match(ref)
     if match is None:
@@ -72,6 +72,10 @@ def find_template(catalog: Catalog, ref: str) -> tuple[TemplateInfo | None, str 
         return chosen[0], None
     known = ", ".join(t.ref for t in versions) or "none"
     return None, f"template {ref!r} does not exist (versions: {known})"
+
+
+def _uuid_hex(text: str) -> str:
+    return text.replace("-", "").lower()
 
 
 def template_problems(template: TemplateInfo, pipeline: PipelineInfo, request: TriggerRequest) -> list[Problem]:

@@ -522,6 +522,8 @@ class TestTemplateRefs:
 
     def test_by_snapshot_id_latest_and_pinned(self, published: Catalog) -> None:
         assert find_template(published, NIGHTLY_1.snapshot_id)[0].ref == "nightly@1"  # type: ignore[union-attr]
+        upper = NIGHTLY_1.snapshot_id.replace("-", "").upper()
+        assert find_template(published, upper)[0].ref == "nightly@1"  # type: ignore[union-attr]
         assert find_template(published, "nightly")[0].ref == "nightly@2"  # type: ignore[union-attr]
         assert find_template(published, "nightly@7") == (
             None,
