@@ -690,8 +690,9 @@ class TestWorkerStart:
             monkeypatch.setattr(tasks, name, None)
         monkeypatch.setattr(tasks, "configure_logging", lambda *args: None)  # keep logs capturable
         yield
-        if tasks._catalog_thread is not None:
+        if tasks._catalog_thread is not None:  # its last log lines must not land in another test's capture
             tasks._catalog_thread.stopped.set()
+            tasks._catalog_thread.join(timeout=30)
 
     def test_init_publishes_pipelines_and_templates_before_consuming(
         self, monkeypatch: pytest.MonkeyPatch, fake_redis: fakeredis.FakeRedis
