@@ -6,6 +6,7 @@ Every expected failure prints one line and exits non-zero; no tracebacks.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import sys
 from typing import Any
@@ -15,6 +16,7 @@ import redis
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
+from producers.catalog import CatalogCheck
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
 from producers.errors import TriggerError
@@ -31,6 +33,8 @@ WORKER_COMMANDS = {
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""
+WITHOUT_ZENML = {"pipelines": "producers.catalog_cli:pipelines"}
+"""Worker commands with a producer-side stand-in, used where ZenML is not installed."""
 
 
 class TriggerGroup(click.Group):
@@ -42,9 +46,10 @@ class TriggerGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in WORKER_COMMANDS:
             return super().get_command(ctx, name)
-        module_name, _, attribute = WORKER_COMMANDS[name].partition(":")
+        if name in WITHOUT_ZENML and importlib.util.find_spec("zenml") is None:
+            return _load(WITHOUT_ZENML[name])
         try:
-            return getattr(importlib.import_module(module_name), attribute)
+            return _load(WORKER_COMMANDS[name])
         except ImportError as exc:
             return _missing_extra(name, exc)
 
@@ -62,6 +67,11 @@ class TriggerGroup(click.Group):
             raise click.ClickException(f"invalid settings: {exc}") from None
         except ValueError as exc:  # e.g. a TRIGGER_REDIS_URL redis-py cannot read
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _load(path: str) -> click.Command:
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
 
 
 def _missing_extra(name: str, exc: ImportError) -> click.Command:
@@ -174,6 +184,7 @@ def cli() -> None:
 @click.option("--template", help="Run this named template instead of a pipeline.")
 @click.option("--idempotency-key", help="Requests sharing a key inside the dedup window run once.")
 @click.option("--source", default="cli", show_default=True, help="Who is sending.")
+@click.option("--check", is_flag=True, help="Check against the workers' catalog first; enqueue nothing if it fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def send(
     pipeline: str | None,
@@ -182,12 +193,37 @@ def send(
     template: str | None,
     idempotency_key: str | None,
     source: str,
+    check: bool,
     as_json: bool,
 ) -> None:
     """Enqueue a trigger request and print its id."""
     request = build_request(pipeline, params, step_params, template, idempotency_key, source)
-    request_id = TriggerClient.from_env().send(request)
-    click.echo(json.dumps({"request_id": request_id, "status": "queued"}) if as_json else request_id)
+    client = TriggerClient.from_env()
+    result = client.check(request) if check else None
+    if result is not None:
+        report_check(result, request, as_json)
+    request_id = client.send(request)
+    printed: dict[str, Any] = {"request_id": request_id, "status": "queued"}
+    if result is not None:
+        printed["check"] = "skipped" if result.skipped else "passed"
+    click.echo(json.dumps(printed) if as_json else request_id)
+
+
+def report_check(result: CatalogCheck, request: TriggerRequest, as_json: bool) -> None:
+    """Say on stderr that the check was skipped, or exit 1 with every problem and its path."""
+    if result.skipped:
+        click.echo(f"early check skipped ({result.skipped}); the worker still validates the request", err=True)
+        return
+    if not result.problems:
+        return
+    if as_json:
+        problems = [problem.as_dict() for problem in result.problems]
+        click.echo(json.dumps({"status": "invalid", "enqueued": False, "problems": problems}))
+    else:
+        click.echo(f"Error: the workers would reject this request for {request.target}; nothing was enqueued", err=True)
+        for problem in result.problems:
+            click.echo(f"  {problem}", err=True)
+    click.get_current_context().exit(1)
 
 
 @cli.command()

@@ -12,9 +12,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producers import keys
+from producers.catalog import CatalogCheck, CatalogReader
+from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError
+from producers.errors import EnqueueError, InvalidRequest, Problem
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState, StateStore
 
@@ -130,6 +132,7 @@ class TriggerClient:
         self.redis = client
         self.states = StateStore(client, self.settings.state_ttl)
         self.failed_enqueues = 0
+        self.catalog = CatalogReader(client, self.settings.queue)
         self._enqueue = client.register_script(ENQUEUE_SCRIPT)
 
     @classmethod
@@ -173,6 +176,49 @@ class TriggerClient:
                 request_id=request_id,
             )
         )
+
+    def validate(
+        self,
+        pipeline_name: str | None = None,
+        *,
+        template: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        steps: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        coalesce_key: str | None = None,
+        source: str = "python-client",
+        metadata: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+    ) -> list[Problem]:
+        """Every problem `trigger(...)` with these arguments would be rejected for, found before enqueueing.
+
+        Checked against the catalog the workers publish, with the worker's paths; nothing is
+        enqueued. Without a usable catalog only the request's own shape is checked (and a log
+        line says why). The worker validates again either way.
+        """
+        try:
+            request = request_from(
+                pipeline_name,
+                template=template,
+                parameters=parameters,
+                steps=steps,
+                idempotency_key=idempotency_key,
+                coalesce_key=coalesce_key,
+                source=source,
+                metadata=metadata,
+                request_id=request_id,
+            )
+            check_payload_size(encode_request(request), self.settings.max_payload_bytes)
+        except InvalidRequest as exc:
+            return exc.details
+        return self.check(request).problems
+
+    def check(self, request: TriggerRequest) -> CatalogCheck:
+        """The early check of a built request against the catalog: its problems, or why it was skipped."""
+        result = check_request(self.catalog.read(), request)
+        if result.skipped:
+            log.info("trigger.catalog_skipped request_id=%s reason=%s", request.request_id, result.skipped)
+        return result
 
     def send(self, request: TriggerRequest) -> str:
         """Enqueue a built request; raise `EnqueueError` if Redis does not take it in time."""

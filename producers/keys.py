@@ -93,3 +93,13 @@ COALESCED_FROM_PREFIX = f"{KEY_PREFIX}:coalesced-from:"
 
 COALESCED_COUNT_PREFIX = f"{KEY_PREFIX}:coalesced-count:"
 """`<prefix><request id>`: how many requests were coalesced into that request, in all."""
+
+
+def catalog_key(queue: str) -> str:
+    """The catalog the workers consuming `queue` publish: one JSON document, replaced whole by one SET."""
+    return f"{KEY_PREFIX}:catalog:{queue}"
+
+
+CATALOG_TEMPLATE_CHANGES_KEY = f"{KEY_PREFIX}:catalog:template-changes"
+"""Counter raised by `trigger templates create/delete`; a catalog that listed templates before it moved
+no longer vouches for them (no clocks compared: templates live in ZenML, shared by every queue)."""

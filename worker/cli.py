@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 import click
 
+from producers.catalog_cli import print_pipeline, show_catalog_pipelines
 from producers.client import TriggerClient
 from producers.errors import TriggerError
 from worker.dead_letters import DeadLetter, DeadLetterStore
@@ -27,11 +27,15 @@ def parse_duration(text: str) -> float:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def pipelines(as_json: bool) -> None:
+@click.option("--catalog", "from_catalog", is_flag=True, help="Show the workers' catalog (what producers check).")
+def pipelines(as_json: bool, from_catalog: bool) -> None:
     """List registered pipelines, their steps and parameters."""
     from pipelines.registry import PipelineRegistry
     from worker.signature import inspect_pipeline
 
+    if from_catalog:
+        show_catalog_pipelines(as_json)
+        return
     settings = WorkerSettings()
     described = [
         {**inspect_pipeline(entry.pipeline).describe(), "source": entry.source}
@@ -41,24 +45,7 @@ def pipelines(as_json: bool) -> None:
         click.echo(json.dumps(described, default=str))
         return
     for pipeline in described:
-        _print_pipeline(pipeline)
-
-
-def _print_pipeline(pipeline: dict[str, Any]) -> None:
-    click.echo(f"{pipeline['name']}  ({pipeline['source']})")
-    for param in pipeline["parameters"]:
-        click.echo(f"  parameters.{_param_line(param)}")
-    for step in pipeline["steps"]:
-        for param in step["parameters"]:
-            fed = f"  -> parameters.{param['from_pipeline_parameter']}" if "from_pipeline_parameter" in param else ""
-            click.echo(f"  steps.{step['name']}.parameters.{_param_line(param)}{fed}")
-        for name, producer in step["artifact_inputs"].items():
-            click.echo(f"  steps.{step['name']}.{name}: artifact from {producer} (not settable)")
-
-
-def _param_line(param: dict[str, Any]) -> str:
-    default = "required" if param["required"] else f"default {param['default']!r}"
-    return f"{param['name']}: {param['type']} ({default})"
+        print_pipeline(pipeline)
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

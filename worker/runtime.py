@@ -7,6 +7,7 @@ from typing import Any
 from pipelines.registry import PipelineRegistry
 from producers.client import connect
 from producers.state import StateStore
+from worker.catalog import CatalogPublisher, list_templates
 from worker.dead_letters import DeadLetterStore
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
@@ -52,3 +53,15 @@ def _zenml_client() -> Any:
 def build_processor(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Processor:
     """A processor ready to handle deliveries."""
     return Processor(build_services(settings, registry))
+
+
+def build_catalog_publisher(processor: Processor) -> CatalogPublisher:
+    """The catalog publisher of the worker's main process, over the processor's registry and signatures."""
+    services = processor.s
+    return CatalogPublisher(
+        connect(services.settings),
+        services.settings,
+        services.registry,
+        processor.signature,
+        lambda: list_templates(services.templates),
+    )

@@ -80,6 +80,12 @@ class WorkerSettings(ProducerSettings):
     )
     sweep_interval: float = Field(default=30.0, gt=0, description="Seconds between sweeps for messages lost in flight.")
 
+    catalog_interval: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between publications of the catalog producers check against; stale after ten.",
+    )
+
     wait_for_server_runs: bool = Field(default=True, description="Follow template runs on a ZenML server to their end.")
     server_poll_interval: float = Field(default=5.0, gt=0, description="Seconds between status polls of a server run.")
 

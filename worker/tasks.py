@@ -15,11 +15,12 @@ from pipelines.registry import RegistryError
 from producers import keys
 from producers.client import connect
 from producers.state import StateStore
+from worker.catalog import START_WAIT, CatalogThread
 from worker.dead_letters import DeadLetterStore
 from worker.delivery import Delivery
 from worker.logs import configure_logging, get_logger
 from worker.processing import Processor
-from worker.runtime import build_processor
+from worker.runtime import build_catalog_publisher, build_processor
 from worker.schedule import RetrySchedule, ScheduleReleaser
 from worker.settings import WorkerSettings
 from worker.sweeper import Sweeper, SweeperThread
@@ -27,6 +28,7 @@ from worker.sweeper import Sweeper, SweeperThread
 _processor: Processor | None = None
 _releaser: ScheduleReleaser | None = None
 _sweeper: SweeperThread | None = None
+_catalog_thread: CatalogThread | None = None
 _app: Celery | None = None
 
 
@@ -138,10 +140,30 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         get_logger().error("trigger.config_error", error=str(exc))
         # Celery logs and ignores exceptions from signal handlers; SystemExit stops the worker.
         raise SystemExit(f"trigger worker: {exc}") from exc
+    publish_catalog(processor, settings)
     get_logger().info("trigger.worker_started", pipelines=processor.s.registry.names(), queue=settings.queue)
     # ZenML's import leaves millions of long-lived objects: keep them out of every garbage collection
     # (cheaper collections per request, and prefork children share those pages instead of copying them).
     gc.freeze()
+
+
+def publish_catalog(processor: Processor, settings: WorkerSettings) -> None:
+    """Publish the pipelines at once, then the templates from the catalog thread, waiting a little for them.
+
+    Listing templates initializes the ZenML store in this process. Done before the first run
+    (and before the pool forks), it never races a run initializing the same store; a store that
+    does not answer within `START_WAIT` does not hold the start. The catalog only lets producers
+    check early, so no failure to publish it stops the worker.
+    """
+    global _catalog_thread
+    publisher = build_catalog_publisher(processor)
+    try:
+        publisher.publish(list_templates=False)
+    except Exception as exc:  # noqa: BLE001 - producers then skip their early check; the worker validates anyway
+        get_logger().warning("trigger.catalog_failed", error=f"{type(exc).__name__}: {exc}")
+    _catalog_thread = CatalogThread(publisher, settings.catalog_interval)
+    _catalog_thread.start()
+    _catalog_thread.first_done.wait(START_WAIT)
 
 
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
@@ -183,7 +205,7 @@ def limit_memory(megabytes: int) -> None:
 
 
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    """Stop the retry releaser and the sweeper."""
-    for thread in (_releaser, _sweeper):
+    """Stop the retry releaser, the sweeper and the catalog thread."""
+    for thread in (_releaser, _sweeper, _catalog_thread):
         if thread is not None:
             thread.stopped.set()

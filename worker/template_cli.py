@@ -11,6 +11,7 @@ import yaml
 
 from producers.cli import parse_assignment, parse_step_assignments
 from producers.errors import Problem
+from worker.catalog import note_template_change
 from worker.errors import InvalidParameters
 from worker.settings import WorkerSettings
 from worker.templates import NAME_PATTERN, Template, TemplateStore, allow_problems, split_run_config
@@ -114,6 +115,7 @@ def create(
         if as_json
         else f"created template {template.ref} (ZenML snapshot {template.snapshot_id}) of {template.pipeline_name}"
     )
+    _tell_catalog(settings)
 
 
 @templates.command("list")
@@ -145,3 +147,11 @@ def delete(ref: str) -> None:
     removed: list[Template] = TemplateStore().delete(ref)
     for template in removed:
         click.echo(f"deleted {template.ref} (ZenML snapshot {template.snapshot_id})")
+    _tell_catalog(WorkerSettings())
+
+
+def _tell_catalog(settings: WorkerSettings) -> None:
+    """Early checks stop trusting the catalog's templates until the worker lists them again."""
+    warning = note_template_change(settings)
+    if warning:
+        click.echo(f"Warning: {warning}", err=True)

@@ -49,8 +49,9 @@ def _cached_adapter(annotation: Any) -> TypeAdapter[Any]:
     return TypeAdapter(annotation)
 
 
-def _adapter(annotation: Any) -> TypeAdapter[Any]:
-    """The adapter for `annotation`; one whose `Annotated` metadata is unhashable is built uncached."""
+def adapter_for(annotation: Any) -> TypeAdapter[Any]:
+    """The adapter for `annotation` (the catalog's JSON Schemas come from it too); one whose `Annotated`
+    metadata is unhashable is built uncached."""
     try:
         hash(annotation)
     except TypeError:
@@ -65,7 +66,7 @@ def check_value(spec: ParameterSpec, value: Any, path: str, context: Mapping[str
     passes `{"data_root": ...}` so `pipelines.data.DataUrl` can check local paths.
     """
     try:
-        adapter = _adapter(spec.annotation)
+        adapter = adapter_for(spec.annotation)
     except Exception:  # noqa: BLE001 - an annotation pydantic cannot express accepts any JSON value
         return []
     try:

@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_importing_producers_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import json, sys; import producers; from producers import TriggerClient, TriggerRequest; "
-        "import producers.cli; "
+        "import producers.cli, producers.catalog, producers.catalog_validation, producers.catalog_cli; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog'})))"
+        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog', "
+        "'jsonschema'})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
@@ -30,3 +31,34 @@ def test_drift_detection_pulls_in_its_extra_and_nothing_of_the_worker() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["numpy", "pandas", "scipy"]
+
+
+def test_the_early_check_runs_without_zenml_or_the_worker() -> None:
+    """Checking a request against a catalog needs jsonschema, and still no ZenML, worker or pydantic adapters of its."""
+    catalog = {
+        "catalog_version": 1,
+        "content_hash": "sha256:x",
+        "published_at": "2026-01-01T00:00:00Z",
+        "stale_after": 1e12,
+        "refresh_interval": 60,
+        "queue": "zenml-triggers",
+        "publisher": "host:1",
+        "pipelines": [
+            {
+                "name": "p",
+                "source": "m:p",
+                "parameters": [{"name": "n", "type": "int", "json_schema": {"type": "integer"}}],
+            }
+        ],
+    }
+    code = (
+        "import json, sys, fakeredis; from producers import TriggerClient, ProducerSettings; "
+        "r = fakeredis.FakeRedis(); r.set('zenml-trigger:catalog:zenml-triggers', sys.argv[1]); "
+        "problems = TriggerClient(r, ProducerSettings()).validate('p', parameters={'n': 'x'}); "
+        "print(json.dumps([[p.path for p in problems], sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'zenml', 'worker', 'pipelines', 'celery', 'jsonschema'})]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(catalog)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == [["parameters.n"], ["jsonschema"]]
