@@ -176,18 +176,30 @@ class CatalogCheck:
 class CatalogReader:
     """Reads the catalog of one queue; never raises, so a broken catalog cannot block an enqueue."""
 
-    def __init__(self, client: redis.Redis, queue: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: redis.Redis | None, queue: str, clock: Callable[[], float] = time.time) -> None:
         self.client, self.queue, self.clock = client, queue, clock
 
     def read(self) -> CatalogRead:
         """The catalog (stale ones too, marked unusable), or None with the reason."""
+        if self.client is None:  # an interpret-only reader (see `interpret`)
+            return CatalogRead(None, "this reader has no Redis client")
         try:
-            raw, changes = self.client.mget([keys.catalog_key(self.queue), keys.CATALOG_TEMPLATE_CHANGES_KEY])
+            raw, changes = self.client.mget(self.keys)
         except redis.RedisError as exc:
             return CatalogRead(None, f"the catalog could not be read: {type(exc).__name__}: {exc}")
+        return self.interpret(raw, changes)
+
+    def interpret(self, raw: bytes | None, changes: bytes | None) -> CatalogRead:
+        """A read from the two values `read` fetches (the catalog and the template-change count), for
+        callers that fetch them their own way (the gateway, with asyncio)."""
         if raw is None:
             return CatalogRead(None, f"no worker has published a catalog for queue {self.queue!r}")
         return self._parsed(raw, parse_count(changes))
+
+    @property
+    def keys(self) -> list[str]:
+        """What `read` fetches, in order."""
+        return [keys.catalog_key(self.queue), keys.CATALOG_TEMPLATE_CHANGES_KEY]
 
     def _parsed(self, raw: bytes, template_changes: int) -> CatalogRead:
         version = _declared_version(raw)

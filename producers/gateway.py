@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from producers import gateway_compat, keys
 from producers.async_client import AsyncTriggerClient
+from producers.catalog import Catalog
 from producers.contract import ID_PATTERN, TriggerRequest, build_request, decode_request
 from producers.errors import EnqueueError, InvalidRequest, PayloadTooLarge, Problem, UnknownRequest
 from producers.gateway_bodies import (
@@ -34,6 +35,7 @@ from producers.gateway_bodies import (
     unavailable_body,
     with_components,
 )
+from producers.gateway_submit import GatewayCatalog, early_check_note, submit
 from producers.settings import ProducerSettings
 
 router = APIRouter()
@@ -75,8 +77,8 @@ async def create_trigger(request: Request) -> JSONResponse:
     status_url = f"{request.base_url}v1/triggers/{trigger.request_id}"
     if header is not None and await known(client, trigger.request_id):
         return accepted(trigger.request_id, status_url, replayed=True)
-    await client.send(trigger)
-    return accepted(trigger.request_id, status_url)
+    checked = await submit(client, request.app.state.catalog, trigger)
+    return accepted(trigger.request_id, status_url, early_check=early_check_note(checked))
 
 
 @router.get(
@@ -95,14 +97,43 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "Redis does not answer"}})
-async def readyz(client: Triggers) -> JSONResponse:
-    """Ready when Redis answers within the connect and enqueue timeouts."""
+@router.get("/readyz", responses={503: {"description": "Redis does not answer, or no worker published a catalog"}})
+async def readyz(request: Request, client: Triggers) -> JSONResponse:
+    """Ready when Redis answers within the timeouts and a usable catalog is published."""
     try:
         await client.redis.ping()
     except (RedisError, OSError) as exc:
         return JSONResponse(error_body("not_ready", f"Redis does not answer: {type(exc).__name__}"), 503)
-    return JSONResponse({"status": "ready"})
+    read = await request.app.state.catalog.read()
+    if read.catalog is None or read.unusable:
+        return JSONResponse(error_body("not_ready", read.unusable or "no catalog"), 503)
+    return JSONResponse({"status": "ready", "catalog": read.catalog.content_hash})
+
+
+@router.get("/v1/pipelines", responses={503: {"description": "no usable catalog is published"}})
+async def pipelines(request: Request) -> JSONResponse:
+    """The registered pipelines with their parameters, step parameters and JSON Schemas, from the catalog."""
+    catalog = await published(request)
+    return JSONResponse({"pipelines": [p.model_dump(mode="json") for p in catalog.pipelines]})
+
+
+@router.get("/v1/templates", responses={503: {"description": "no usable catalog is published"}})
+async def templates(request: Request) -> JSONResponse:
+    """The templates and the paths each allows or locks, from the catalog."""
+    catalog = await published(request)
+    return JSONResponse(catalog.templates.model_dump(mode="json"))
+
+
+async def published(request: Request) -> Catalog:
+    """The catalog, or `NoCatalog` (503) with the reason."""
+    read = await request.app.state.catalog.read()
+    if read.catalog is None:
+        raise NoCatalog(read.unusable or "no catalog")
+    return read.catalog
+
+
+class NoCatalog(Exception):
+    """No worker has published a usable catalog for this queue."""
 
 
 def with_idempotency(trigger: TriggerRequest, header: str | None, caller: str) -> TriggerRequest:
@@ -129,18 +160,24 @@ def create_app(settings: ProducerSettings | None = None, client: AsyncTriggerCli
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if client is None:  # made here, inside the server's event loop, which its pool belongs to
-            app.state.triggers = AsyncTriggerClient.from_settings(settings or ProducerSettings())
+            serve(app, AsyncTriggerClient.from_settings(settings or ProducerSettings()))
         yield
         await app.state.triggers.aclose()
 
     app = FastAPI(title="ZenML queue triggers", version="1", lifespan=lifespan, default_response_class=JSONResponse)
     if client is not None:
-        app.state.triggers = client
+        serve(app, client)
     app.include_router(router)
     app.include_router(gateway_compat.router)
     add_error_handlers(app)
     app.openapi = with_components(app)  # type: ignore[method-assign]
     return app
+
+
+def serve(app: FastAPI, client: AsyncTriggerClient) -> None:
+    """Give the app its client and its view of the catalog."""
+    app.state.triggers = client
+    app.state.catalog = GatewayCatalog(client)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -151,6 +188,7 @@ def add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(EnqueueError, _unavailable)
     app.add_exception_handler(RedisError, _unavailable)
     app.add_exception_handler(UnknownRequest, _unknown)
+    app.add_exception_handler(NoCatalog, _no_catalog)
 
 
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:
@@ -170,6 +208,10 @@ async def _invalid_http(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(unavailable_body(exc), status_code=503)
+
+
+async def _no_catalog(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_body("no_catalog", f"{exc}; start a worker for this queue"), status_code=503)
 
 
 async def _unknown(_: Request, exc: Exception) -> JSONResponse:

@@ -13,9 +13,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from producers.async_client import AsyncTriggerClient
 from producers.client import request_from
-from producers.contract import problems_from_validation
+from producers.contract import TriggerRequest, problems_from_validation
 from producers.errors import InvalidRequest, MalformedRequest, Problem
 from producers.gateway_bodies import JSONResponse, read_body
+from producers.gateway_submit import early_check_note, submit
 from producers.zenml_compat import run_configuration_fields
 
 router = APIRouter(tags=["compatibility"])
@@ -110,11 +111,13 @@ async def parsed(request: Request, model: type[Model]) -> Model:
         raise MalformedRequest(details=problems_from_validation(exc)) from None
 
 
-async def enqueue(request: Request, queued: Any, message: str, extra: dict[str, Any] | None = None) -> JSONResponse:
+async def enqueue(
+    request: Request, queued: TriggerRequest, message: str, extra: dict[str, Any] | None = None
+) -> JSONResponse:
     """Send and answer 202, keeping the tutorial's `status`/`message`/`run_id` fields (the run id comes later)."""
-    client: AsyncTriggerClient = request.app.state.triggers
-    request_id = await client.send(queued)
-    status_url = f"{request.base_url}v1/triggers/{request_id}"
+    checked = await submit(request.app.state.triggers, request.app.state.catalog, queued)
+    status_url = f"{request.base_url}v1/triggers/{queued.request_id}"
     body = {"status": "success", "queued": True, "message": message, "run_id": None}
-    body |= {"request_id": request_id, "status_url": status_url, **(extra or {})}
+    body |= {"request_id": queued.request_id, "status_url": status_url, "early_check": early_check_note(checked)}
+    body |= extra or {}
     return JSONResponse(body, status_code=202, headers={"Location": status_url})

@@ -53,9 +53,11 @@ def test_a_request_posted_to_the_gateway_runs_to_succeeded(stack: Stack, gateway
     stack.start_worker()
     body = {"pipeline_name": "training_pipeline", "steps": {"train_model": {"parameters": {"n_estimators": 10}}}}
     with httpx.Client(base_url=gateway, timeout=10) as http:
-        assert http.get("/readyz").json() == {"status": "ready"}
+        assert http.get("/readyz").json()["status"] == "ready"  # Redis answers, the worker published its catalog
+        assert "training_pipeline" in [p["name"] for p in http.get("/v1/pipelines").json()["pipelines"]]
         answer = http.post("/v1/triggers", json={**body, "source": "webhook"}, headers={"Idempotency-Key": "ci-7"})
         assert answer.status_code == 202, answer.text
+        assert answer.json()["early_check"] == "passed"
         request_id = answer.json()["request_id"]
         again = http.post("/v1/triggers", json=body, headers={"Idempotency-Key": "ci-7"})
         state = stack.wait(request_id, 180)
@@ -73,6 +75,11 @@ def test_invalid_requests_are_422_with_paths_and_a_down_redis_is_503(stack: Stac
         bad = http.post("/v1/triggers", json={"pipeline_name": "training_pipeline", "steps": {"x": 1}, "zzz": 1})
         assert bad.status_code == 422
         assert {p["path"] for p in bad.json()["problems"]} >= {"steps.x", "zzz"}
+        stack.start_worker()  # publishes the catalog the gateway checks parameters against
+        typo = {"pipeline_name": "training_pipeline", "steps": {"train_model": {"parameters": {"n_estimator": 5}}}}
+        late = http.post("/v1/triggers", json=typo)
+        assert late.status_code == 422, late.text
+        assert [p["path"] for p in late.json()["problems"]] == ["steps.train_model.parameters.n_estimator"]
         assert stack.redis.llen(stack.queue) == 0
     port = free_port()
     command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]

@@ -11,8 +11,12 @@ import fakeredis
 import pytest
 from fastapi.testclient import TestClient
 
+from pipelines.registry import PipelineRegistry
 from producers import AsyncTriggerClient, ProducerSettings, decode_request
 from producers.gateway import create_app
+from worker.catalog import CatalogPublisher
+from worker.settings import WorkerSettings
+from worker.signature import inspect_pipeline
 
 QUEUE = "gw-q"
 
@@ -127,8 +131,52 @@ def test_redis_down_is_a_prompt_503_with_a_clear_body(server: fakeredis.FakeServ
     assert alive.status_code == 200
 
 
-def test_ready_when_redis_answers(http: TestClient) -> None:
-    assert http.get("/readyz").json() == {"status": "ready"}
+def publish_catalog(server: fakeredis.FakeServer) -> Any:
+    """What a worker for `QUEUE` publishes at start: its registry's pipelines (no templates listed)."""
+    registry = PipelineRegistry.from_paths()
+    settings = WorkerSettings(redis_url="redis://unused.invalid:6379/0", queue=QUEUE)
+    publisher = CatalogPublisher(fakeredis.FakeRedis(server=server), settings, registry, _signature)
+    return publisher.publish(list_templates=False)
+
+
+def _signature(entry: Any) -> Any:
+    return inspect_pipeline(entry.pipeline)
+
+
+def test_ready_only_when_redis_answers_and_a_worker_published_its_catalog(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    before = http.get("/readyz")
+    assert before.status_code == 503 and "no worker has published a catalog" in before.json()["message"]
+    assert http.get("/v1/pipelines").status_code == 503
+    catalog = publish_catalog(server)
+    gateway_with_fresh_catalog = gateway(server)
+    with gateway_with_fresh_catalog as fresh:
+        ready = fresh.get("/readyz")
+        pipelines = fresh.get("/v1/pipelines").json()["pipelines"]
+        templates = fresh.get("/v1/templates").json()
+    assert ready.status_code == 200 and ready.json()["catalog"] == catalog.content_hash
+    assert [p["name"] for p in pipelines] == ["training_pipeline"]
+    assert templates["known"] is False  # the worker had not listed its templates yet
+
+
+def test_the_gateway_checks_parameters_against_the_catalog_before_enqueueing(server: fakeredis.FakeServer) -> None:
+    publish_catalog(server)
+    bad = {"pipeline_name": "training_pipeline", "steps": {"train_model": {"parameters": {"n_estimators": "many"}}}}
+    with gateway(server) as http:
+        refused = http.post("/v1/triggers", json=bad)
+        unknown = http.post("/v1/triggers", json={"pipeline_name": "nope"})
+        good = http.post("/v1/triggers", json={"pipeline_name": "training_pipeline"})
+    assert refused.status_code == 422
+    assert [p["path"] for p in refused.json()["problems"]] == ["steps.train_model.parameters.n_estimators"]
+    assert unknown.status_code == 422 and "registered: training_pipeline" in unknown.json()["message"]
+    assert good.status_code == 202 and good.json()["early_check"] == "passed"
+    assert len(queued(server)) == 1
+
+
+def test_without_a_catalog_the_early_check_is_skipped_and_says_so(http: TestClient) -> None:
+    answer = http.post("/v1/triggers", json={"pipeline_name": "anything"})
+    assert answer.status_code == 202 and answer.json()["early_check"].startswith("skipped: no worker has published")
 
 
 def test_the_openapi_spec_documents_the_wire_body(http: TestClient) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fakeredis
 import schemathesis
 from hypothesis import HealthCheck, settings
-from schemathesis.checks import not_a_server_error
 
 from producers import AsyncTriggerClient, ProducerSettings
 from producers.gateway import create_app
@@ -17,6 +16,6 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 @schema.parametrize()
 @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_input_makes_the_gateway_answer_500(case: schemathesis.Case) -> None:
+    """503 is a documented answer (no catalog published here); any other 5xx is a bug."""
     response = case.call()
-    case.validate_response(response, checks=[not_a_server_error])
-    assert response.status_code < 500 or response.status_code == 503
+    assert response.status_code < 500 or response.status_code == 503, response.text
