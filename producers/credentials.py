@@ -159,6 +159,8 @@ def _read_yaml(path: Path) -> Any:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise KeysFileError(f"keys file {path} cannot be read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, RecursionError):
+        raise KeysFileError(f"keys file {path} is not YAML text") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

@@ -351,15 +351,11 @@ class Processor:
         A signed request goes back as the exact text that arrived, with its signature, which
         covers that text: the copy verifies like the first delivery did.
         """
-        request, delivery = job.request, job.delivery
-        if delivery.signature is None:
-            return task_envelope(
-                keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, kwargs
-            )
-        kept = {"signature": delivery.signature, "raw_encoding": delivery.raw_encoding}
-        return task_envelope(
-            keys.TASK_NAME, request.request_id, [delivery.text()], self.s.settings.queue, kwargs | kept
-        )
+        delivery, text = job.delivery, encode_request(job.request)
+        kept: dict[str, Any] = {}
+        if delivery.signature is not None:
+            text, kept = delivery.text(), {"signature": delivery.signature, "raw_encoding": delivery.raw_encoding}
+        return task_envelope(keys.TASK_NAME, job.request.request_id, [text], self.s.settings.queue, kwargs | kept)
 
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)

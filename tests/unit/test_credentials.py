@@ -83,6 +83,10 @@ def test_a_bad_key_is_refused_naming_the_key_and_the_field(tmp_path: Path, entry
 def test_a_file_that_is_not_keys_is_refused(tmp_path: Path) -> None:
     assert "is not valid YAML at line 2" in load_error(tmp_path, "keys:\n\t- id: drift\n")
     assert "expected a mapping with a 'keys' list" in load_error(tmp_path, "- id: drift\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"keys: \xff\xfe")
+    with pytest.raises(KeysFileError, match=r"binary\.yaml is not YAML text"):
+        load_keyring(binary)
     with pytest.raises(KeysFileError, match=r"missing\.yaml cannot be read"):
         load_keyring(tmp_path / "missing.yaml")
 

@@ -13,9 +13,10 @@ REPO = Path(__file__).resolve().parents[2]
 def test_importing_producers_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import json, sys; import producers; from producers import TriggerClient, TriggerRequest; "
-        "import producers.cli; "
+        "import producers.cli, producers.credentials, producers.signing; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog'})))"
+        "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog', "
+        "'yaml'})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
@@ -30,3 +31,11 @@ def test_drift_detection_pulls_in_its_extra_and_nothing_of_the_worker() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == ["numpy", "pandas", "scipy"]
+
+
+def test_the_readme_shows_exactly_the_acl_lines_the_integration_test_loads() -> None:
+    lines = (REPO / "examples" / "redis" / "users.acl").read_text().splitlines()
+    readme = (REPO / "README.md").read_text()
+
+    assert len(lines) == 3 and all(line.startswith("user ") for line in lines)
+    assert "```\n" + "\n".join(lines) + "\n```" in readme
