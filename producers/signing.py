@@ -3,7 +3,7 @@
 The signature travels beside the payload, as the task keyword `signature`
 (`k=<key id>,t=<unix seconds>,v1=<64 hex digits>`), and covers the payload's exact bytes:
 nothing is canonicalized, so what the worker verifies is byte for byte what was signed.
-Standard library only (`hmac`, `hashlib`), so a producer needs no extra dependency.
+Standard library only (`hmac`), so a producer needs no extra dependency.
 """
 
 from __future__ import annotations
