@@ -18,6 +18,7 @@ from producers.contract import TriggerRequest, build_request, check_payload_size
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, InvalidRequest, Problem
 from producers.settings import ProducerSettings, redacted_url
+from producers.signing import sign
 from producers.state import RequestState, StateStore
 
 log = logging.getLogger("producers.client")
@@ -49,10 +50,16 @@ class EnqueueCall(NamedTuple):
 def enqueue_call(
     settings: ProducerSettings, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None
 ) -> EnqueueCall:
-    """What `ENQUEUE_SCRIPT` needs to record `state`, note it as waiting and push `payload`'s task message."""
+    """What `ENQUEUE_SCRIPT` needs to record `state`, note it as waiting and push `payload`'s task message.
+
+    With a key configured, the message carries the signature of `payload`, the exact text enqueued.
+    """
     queue = settings.queue
     coalesce_key = state.coalesce_key or ""
-    envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], queue, task_kwargs)
+    now = time.time()
+    envelope = task_envelope(
+        keys.TASK_NAME, state.request_id, [payload], queue, signed(settings, payload, task_kwargs, now)
+    )
     return EnqueueCall(
         keys=[
             keys.state_key(state.request_id),
@@ -61,8 +68,18 @@ def enqueue_call(
             keys.waiting_messages_key(queue),
             keys.coalesce_latest_key(coalesce_key),
         ],
-        args=[state.to_json(), settings.state_ttl, envelope, time.time(), state.request_id, coalesce_key],
+        args=[state.to_json(), settings.state_ttl, envelope, now, state.request_id, coalesce_key],
     )
+
+
+def signed(
+    settings: ProducerSettings, payload: str, task_kwargs: dict[str, Any] | None, now: float
+) -> dict[str, Any] | None:
+    """`task_kwargs` plus the `signature` keyword when the settings name a key (both clients sign here)."""
+    key = settings.signing_key()
+    if key is None:
+        return task_kwargs
+    return {**(task_kwargs or {}), "signature": sign(payload, *key, timestamp=int(now))}
 
 
 def queued(request: TriggerRequest, settings: ProducerSettings) -> tuple[RequestState, str]:

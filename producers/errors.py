@@ -83,6 +83,14 @@ class PayloadTooLarge(InvalidRequest):
     """The request is larger than the configured maximum payload size."""
 
 
+class Unauthorized(InvalidRequest):
+    """The request's signature does not let it run."""
+
+
+class Forbidden(InvalidRequest):
+    """The request's key may not trigger this."""
+
+
 class ProducerError(TriggerError):
     """A producer could not hand the request over."""
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from producers import keys
+from producers.signing import KEY_ID_PATTERN
 
 
 class ProducerSettings(BaseSettings):
     """What a producer needs: where Redis is, which queue, and how long it may wait."""
 
-    model_config = SettingsConfigDict(env_prefix="TRIGGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="TRIGGER_", extra="ignore", hide_input_in_errors=True)
+    """Inputs stay out of error messages: one of them is a secret."""
 
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis used as broker and state store.")
     queue: str = Field(default=keys.DEFAULT_QUEUE, description="Celery queue the requests go onto.")
@@ -23,6 +25,22 @@ class ProducerSettings(BaseSettings):
         default=7 * 24 * 3600, gt=0, description="Seconds a request's state is kept after its last change."
     )
     max_payload_bytes: int = Field(default=64 * 1024, gt=0, description="Largest encoded request accepted.")
+    key_id: str | None = Field(
+        default=None, pattern=rf"^{KEY_ID_PATTERN}$", description="The key requests are signed with (keys file id)."
+    )
+    key_secret: SecretStr | None = Field(default=None, description="That key's secret; never logged.")
+
+    @model_validator(mode="after")
+    def _key_whole(self) -> ProducerSettings:
+        if (self.key_id is None) != (self.key_secret is None):
+            raise ValueError("key_id and key_secret are set together (TRIGGER_KEY_ID, TRIGGER_KEY_SECRET), or neither")
+        return self
+
+    def signing_key(self) -> tuple[str, bytes] | None:
+        """(key id, secret) to sign requests with, or None when this producer does not sign."""
+        if self.key_id is None or self.key_secret is None:
+            return None
+        return self.key_id, self.key_secret.get_secret_value().encode()
 
 
 def redacted_url(url: str) -> str:

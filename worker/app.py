@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, signals
 
@@ -23,6 +25,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
             "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
         },
+        "broker_use_ssl": broker_tls(settings.redis_url),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",
@@ -42,6 +45,15 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "worker_enable_remote_control": False,
     }
+
+
+def broker_tls(url: str) -> dict[str, Any] | None:
+    """For `rediss://`, TLS that verifies the server against the system CAs, as redis-py does for producers.
+
+    Without it the worker's transport would not use TLS at all; `ssl_*` parameters in the URL
+    (`ssl_ca_certs=/path/ca.crt` for a private CA) replace these options.
+    """
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED} if urlsplit(url).scheme == "rediss" else None
 
 
 def create_app(settings: WorkerSettings | None = None) -> Celery:

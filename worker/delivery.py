@@ -26,6 +26,12 @@ class Delivery:
     raw_size: int = 0
     raw_sha256: str = ""
     """Set by the transport when it kept only a prefix of an oversized item: the whole item's size and digest."""
+    signature: str | None = None
+    """The producer's `k=<key id>,t=<unix seconds>,v1=<hex>` over `raw`, the exact text it enqueued."""
+
+    def text(self) -> str:
+        """The request text as it travelled (what a signature covers), to send again exactly as it came."""
+        return self.raw if isinstance(self.raw, str) else self.raw.decode("utf-8", "surrogateescape")
 
     def payload(self) -> bytes | str:
         """The original bytes (undoing the transport's base64); text that is not valid base64 stays as it came."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from producers.errors import (
+    Forbidden,
     InvalidRequest,
     MalformedRequest,
     PayloadTooLarge,
@@ -10,9 +11,11 @@ from producers.errors import (
     Problem,
     TransientError,
     TriggerError,
+    Unauthorized,
 )
 
 __all__ = [
+    "Forbidden",
     "InvalidParameters",
     "InvalidRequest",
     "LockedOverride",
@@ -26,6 +29,7 @@ __all__ = [
     "StoreUnavailable",
     "TransientError",
     "TriggerError",
+    "Unauthorized",
     "UnknownPipeline",
     "UnknownTemplate",
     "WorkerLost",

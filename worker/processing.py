@@ -38,6 +38,7 @@ from producers.errors import (
 )
 from producers.state import ErrorInfo, RequestState, StateStore, Status
 from worker.admission import Admission, Coalescing
+from worker.authorization import Authorization
 from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore
 from worker.deadline import deadline
 from worker.delivery import Delivery, letter_holds
@@ -122,6 +123,7 @@ class Processor:
         self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
         self.admissions: tuple[Admission, ...] = (self.coalescing,)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST)
+        self.authorization = Authorization.from_settings(settings)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -158,6 +160,10 @@ class Processor:
         with structlog.contextvars.bound_contextvars(
             request_id=request.request_id, pipeline=request.target, source=request.source
         ):
+            try:
+                self.authorization.check(request, delivery.raw, delivery.signature)
+            except InvalidRequest as exc:
+                return self._refuse(Job(request, delivery), exc)
             return self._handle_request(request, delivery)
 
     def end_on_arrival(self, task_id: str, raw: str, kwargs: dict[str, Any]) -> bool:
@@ -167,14 +173,17 @@ class Processor:
         as usual. Nothing here may be lost: the early end is one atomic write, and a failure before it
         leaves the message to be delivered.
         """
-        if kwargs:  # a retry, a quarantined item or a cut payload: the task's business
+        if set(kwargs) - {"signature"}:  # a retry, a quarantined item or a cut payload: the task's business
             return False
+        delivery = Delivery(raw=raw, task_id=task_id, signature=kwargs.get("signature"))
         try:
-            request = self._decode(Delivery(raw=raw, task_id=task_id))
+            request = self._decode(delivery)
         except InvalidRequest:
             return False
         if request.request_id != task_id or (request.idempotency_key is None and request.coalesce_key is None):
             return False
+        if not self.authorization.permits(request, delivery.raw, delivery.signature):
+            return False  # the task rejects it, with the reason
         ended = self.early.check(request).ended
         if ended is None:
             return False
@@ -286,12 +295,23 @@ class Processor:
         early = self.early.check(request)
         if early.ended is not None:
             return self._ended_early(request, early.ended)
-        state = early.stored or RequestState.queued(request)
-        self.log.info("trigger.received", attempt=state.attempts + 1, replay_of=request.replay_of)
-        reason = self._skip_reason(state, delivery)
-        if reason is not None:
-            return self._skip(state, reason)
-        return self._process(Job(request, delivery), state)
+        job, state = Job(request, delivery), early.stored or RequestState.queued(request)
+        return self._received(job, state) or self._process(job, state)
+
+    def _refuse(self, job: Job, exc: InvalidRequest) -> RequestState:
+        """Reject a request its signature or key does not allow, under its lease like any invalid one.
+
+        It ends no other request early, claims no key and starts nothing; a copy of a request
+        that already ended (or whose retry is scheduled) is skipped, as any copy would be.
+        """
+        state = self.s.states.get(job.request.request_id) or RequestState.queued(job.request)
+        return self._received(job, state) or self._leased(job, state, partial(self._reject, exc=exc))
+
+    def _received(self, job: Job, state: RequestState) -> RequestState | None:
+        """Log the arrival; the state to end on when this copy needs nothing (see `_skip_reason`), else None."""
+        self.log.info("trigger.received", attempt=state.attempts + 1, replay_of=job.request.replay_of)
+        reason = self._skip_reason(state, job.delivery)
+        return self._skip(state, reason) if reason is not None else None
 
     def _ended_early(self, request: TriggerRequest, state: RequestState) -> RequestState:
         """Log the `duplicate` or `coalesced` end `EarlyEnds` recorded for a first delivery."""
@@ -317,19 +337,25 @@ class Processor:
         child is requeued at once, long before its lease runs out), the copy runs the request.
         """
         attempt = job.delivery.attempt
-        self._schedule(job.request, time.time() + delay, {"attempt": attempt} if attempt is not None else {})
+        self._schedule(job, time.time() + delay, {"attempt": attempt} if attempt is not None else {})
         self.log.info("trigger.deferred", reason=reason, delay_s=round(delay, 1))
         return state
 
-    def _schedule(self, request: TriggerRequest, due: float, kwargs: dict[str, Any]) -> None:
+    def _schedule(self, job: Job, due: float, kwargs: dict[str, Any]) -> None:
         """Put the request back on the queue at `due` (epoch seconds), through the retry schedule."""
-        self.s.schedule.add(self._envelope(request, kwargs), due)
+        self.s.schedule.add(self._envelope(job, kwargs), due)
 
-    def _envelope(self, request: TriggerRequest, kwargs: dict[str, Any]) -> str:
-        """The task message that carries `request` to this deployment's queue again."""
-        return task_envelope(
-            keys.TASK_NAME, request.request_id, [encode_request(request)], self.s.settings.queue, kwargs
-        )
+    def _envelope(self, job: Job, kwargs: dict[str, Any]) -> str:
+        """The task message that carries the job's request to this deployment's queue again.
+
+        A signed request goes back as the exact text that arrived, with its signature, which
+        covers that text: the copy verifies like the first delivery did.
+        """
+        delivery, text = job.delivery, encode_request(job.request)
+        kept: dict[str, Any] = {}
+        if delivery.signature is not None:
+            text, kept = delivery.text(), {"signature": delivery.signature, "raw_encoding": delivery.raw_encoding}
+        return task_envelope(keys.TASK_NAME, job.request.request_id, [text], self.s.settings.queue, kwargs | kept)
 
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)
@@ -618,7 +644,7 @@ class Processor:
             error=ErrorInfo(**exc.as_dict()),
             next_attempt_at=datetime.fromtimestamp(due, timezone.utc),
         )
-        envelope = self._envelope(job.request, {"attempt": attempt + 1})
+        envelope = self._envelope(job, {"attempt": attempt + 1})
         self.outcomes.record(Step(state, next_attempt=(envelope, due)), job.fence)
         self.log.warning("trigger.retrying", attempt=attempt, delay_s=round(delay, 3), error=state.error.message)
         return state

@@ -89,6 +89,16 @@ class WorkerSettings(ProducerSettings):
     wait_for_server_runs: bool = Field(default=True, description="Follow template runs on a ZenML server to their end.")
     server_poll_interval: float = Field(default=5.0, gt=0, description="Seconds between status polls of a server run.")
 
+    require_signed: bool = Field(
+        default=False, description="Run only requests signed by a key of keys_file, within that key's scopes."
+    )
+    keys_file: Path | None = Field(
+        default=None, description="YAML keys file: ids, secrets, scopes (see producers.credentials)."
+    )
+    signature_max_age: int = Field(
+        default=24 * 3600, gt=0, description="Seconds a signature stays valid; at most state_ttl (replay protection)."
+    )
+
     redact_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "password",
@@ -121,6 +131,26 @@ class WorkerSettings(ProducerSettings):
                 f"lease_timeout ({self.lease_timeout}s), or live runs would lose their lease"
             )
         return self
+
+    @model_validator(mode="after")
+    def _signatures_checkable(self) -> WorkerSettings:
+        if self.require_signed and self.keys_file is None:
+            raise ValueError("require_signed needs keys_file (TRIGGER_KEYS_FILE): the keys to verify signatures with")
+        if self.keys_file is not None and self.signature_max_age > self.state_ttl:
+            raise ValueError(
+                f"signature_max_age ({self.signature_max_age}s) must be at most state_ttl ({self.state_ttl}s), "
+                "or a copy of a request whose state expired would still verify and run again"
+            )
+        if self.keys_file is not None and self.signature_max_age < self.hard_time_limit():
+            raise ValueError(
+                f"signature_max_age ({self.signature_max_age}s) must be at least the hard run limit "
+                f"({self.hard_time_limit():g}s), or a request waiting behind one run would be refused as too old"
+            )
+        return self
+
+    def hard_time_limit(self) -> float:
+        """The pool kills a child this long after its task started: the largest run limit plus the grace."""
+        return max([self.run_timeout, *self.run_timeouts.values()]) + self.run_timeout_grace
 
     @field_validator("pipelines", "redact_keys", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from pipelines.registry import RegistryError
 from producers import keys
 from producers.client import connect
+from producers.credentials import KeysFileError
 from producers.state import StateStore
 from worker.catalog import START_WAIT, CatalogThread
 from worker.dead_letters import DeadLetterStore
@@ -59,7 +60,7 @@ def record_killed(app: Celery, delivery: Delivery) -> None:
 
 def hard_time_limit(settings: WorkerSettings) -> float:
     """The pool kills a child this long after its task started: the largest run limit plus the grace."""
-    return max([settings.run_timeout, *settings.run_timeouts.values()]) + settings.run_timeout_grace
+    return settings.hard_time_limit()
 
 
 def register(app: Celery) -> None:
@@ -136,7 +137,7 @@ def on_worker_init(sender: Any = None, **_: Any) -> None:
         processor = processor_for(_app)
         for entry in processor.s.registry:
             processor.signature(entry)
-    except RegistryError as exc:
+    except (RegistryError, KeysFileError) as exc:
         get_logger().error("trigger.config_error", error=str(exc))
         # Celery logs and ignores exceptions from signal handlers; SystemExit stops the worker.
         raise SystemExit(f"trigger worker: {exc}") from exc

@@ -21,8 +21,9 @@ from kombu.utils.encoding import bytes_to_str
 
 from producers import keys
 from producers.envelope import CONTENT_TYPE, raw_as_text, task_envelope
+from producers.signing import SIGNATURE_SHAPE
 
-TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding", "raw_size", "raw_sha256"})
+TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding", "raw_size", "raw_sha256", "signature"})
 """Keyword arguments the trigger task takes; anything else would fail inside Celery, unrecorded."""
 
 
@@ -95,11 +96,18 @@ def _check_kwargs(kwargs: dict[str, Any]) -> None:
         raise EnvelopeError("task keyword 'raw_encoding' must be 'utf-8' or 'base64'")
     if not isinstance(kwargs.get("quarantine", ""), str):
         raise EnvelopeError("task keyword 'quarantine' must be a string")
+    _check_signature(kwargs.get("signature"))
     size, digest = kwargs.get("raw_size", 0), kwargs.get("raw_sha256", "")
     if not isinstance(digest, str):
         raise EnvelopeError("task keyword 'raw_sha256' must be a SHA-256 hex digest")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size < 2**63 or not _DIGEST.fullmatch(digest):
         raise EnvelopeError("task keywords 'raw_size' and 'raw_sha256' must be a count and a SHA-256 hex digest")
+
+
+def _check_signature(signature: Any) -> None:
+    """Only the shape: whether it verifies is the worker's `Authorization` to say, after decoding."""
+    if signature is not None and not (isinstance(signature, str) and SIGNATURE_SHAPE.fullmatch(signature)):
+        raise EnvelopeError("task keyword 'signature' must look like k=<key id>,t=<unix seconds>,v1=<64 hex digits>")
 
 
 def quarantine(item: bytes, queue: str, reason: str, **extra: Any) -> dict[str, Any]:

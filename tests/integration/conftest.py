@@ -6,7 +6,10 @@ A missing Redis fails these tests (never skips them), so CI cannot go green with
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,10 +82,15 @@ class Stack:
     env_overrides: dict[str, str] = field(default_factory=dict)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     probes: list[str] = field(default_factory=list)
+    key: tuple[str, str] | None = None
+    """(key id, secret) the stack's client signs with; None: it does not sign."""
 
     @property
     def settings(self) -> ProducerSettings:
-        return ProducerSettings(redis_url=self.redis_url, queue=self.queue, enqueue_timeout=2)
+        key_id, secret = self.key or (None, None)
+        return ProducerSettings(
+            redis_url=self.redis_url, queue=self.queue, enqueue_timeout=2, key_id=key_id, key_secret=secret
+        )
 
     @property
     def client(self) -> TriggerClient:
@@ -196,3 +204,140 @@ def zenml_runs(pipeline_name: str | None = None) -> list[Any]:
 
     runs = Client().list_pipeline_runs(size=1000, hydrate=True)
     return [run for run in runs if pipeline_name is None or run.pipeline.name == pipeline_name]
+
+
+@dataclass(frozen=True)
+class SigningKeys:
+    """A keys file for a test: `ops` may trigger anything; `drift-monitor` only `training_pipeline` with
+    `data_url` and `n_estimators`. Each value is (key id, secret); ops's secret reaches the worker as `env:`."""
+
+    path: Path
+    ops: tuple[str, str]
+    drift: tuple[str, str]
+    env: dict[str, str]
+
+
+@pytest.fixture
+def signing_keys(tmp_path: Path) -> SigningKeys:
+    ops, drift = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    path = tmp_path / "keys.yaml"
+    path.write_text(
+        f"""keys:
+  - id: ops
+    secrets: ["env:TRIGGER_TEST_OPS_SECRET"]
+    pipelines: ["*"]
+    templates: ["*"]
+  - id: drift-monitor
+    secrets: ["{drift}"]
+    pipelines: [training_pipeline]
+    parameters: [parameters.data_url, steps.train_model.parameters.n_estimators]
+"""
+    )
+    env = {"TRIGGER_REQUIRE_SIGNED": "true", "TRIGGER_KEYS_FILE": str(path), "TRIGGER_TEST_OPS_SECRET": ops}
+    return SigningKeys(path=path, ops=("ops", ops), drift=("drift-monitor", drift), env=env)
+
+
+@pytest.fixture
+def signed_stack(stack: Stack, signing_keys: SigningKeys) -> Stack:
+    """The stack with workers that require signed requests, and a client that signs with the `ops` key."""
+    stack.env_overrides.update(signing_keys.env)
+    stack.key = signing_keys.ops
+    return stack
+
+
+ACL_FILE = REPO / "examples" / "redis" / "users.acl"
+
+
+@dataclass(frozen=True)
+class SecuredRedis:
+    """A redis-server of the test's own, TLS only, with the README's ACL users (`examples/redis/users.acl`)."""
+
+    port: int
+    ca_file: Path
+    passwords: dict[str, str]
+
+    def url(self, user: str | None, ca_in_url: bool = True) -> str:
+        """`rediss://` for `user` (None: no credentials), verifying the server against the test CA: named in
+        the URL, or else found the way the system's CAs are (`SSL_CERT_FILE`)."""
+        credentials = f"{user}:{self.passwords[user]}@" if user else ""
+        options = f"?ssl_cert_reqs=required&ssl_ca_certs={self.ca_file}" if ca_in_url else ""
+        return f"rediss://{credentials}127.0.0.1:{self.port}/0{options}"
+
+
+@pytest.fixture
+def secured_redis(tmp_path: Path) -> Iterator[SecuredRedis]:
+    """Started on a free loopback port, stopped afterwards; a missing redis-server or openssl fails the test."""
+    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
+    if binary is None or openssl is None:
+        pytest.fail("the Redis ACL and TLS test needs redis-server and openssl on PATH")
+    workdir = tmp_path / "secured-redis"
+    workdir.mkdir()
+    passwords = {"trigger-producer": secrets.token_hex(16), "trigger-worker": secrets.token_hex(16)}
+    acl = ACL_FILE.read_text()
+    for user, password in passwords.items():
+        acl = acl.replace(f">{user.removeprefix('trigger-')}-password-CHANGE-ME", f">{password}")
+    (workdir / "users.acl").write_text(acl)
+    _make_certificates(openssl, workdir)
+    port = _free_port()
+    server = subprocess.Popen(
+        _server_command(binary, port, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    secured = SecuredRedis(port=port, ca_file=workdir / "ca.crt", passwords=passwords)
+    try:
+        _wait_for_tls(secured, server)
+        yield secured
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _server_command(binary: str, port: int, workdir: Path) -> list[str]:
+    """TLS only (no plain port), the ACL file, nothing persisted."""
+    options = {
+        "port": "0",
+        "tls-port": str(port),
+        "bind": "127.0.0.1",
+        "save": "",
+        "appendonly": "no",
+        "dir": str(workdir),
+        "tls-cert-file": str(workdir / "server.crt"),
+        "tls-key-file": str(workdir / "server.key"),
+        "tls-ca-cert-file": str(workdir / "ca.crt"),
+        "tls-auth-clients": "no",
+        "aclfile": str(workdir / "users.acl"),
+    }
+    return [binary, *(part for name, value in options.items() for part in (f"--{name}", value))]
+
+
+def _make_certificates(openssl: str, workdir: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, signed by it."""
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=workdir, check=True, capture_output=True)
+
+    new_key = ("-newkey", "rsa:2048", "-nodes")
+    run("req", "-x509", *new_key, "-days", "1", "-subj", "/CN=trigger-test-ca", "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", *new_key, "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr")
+    (workdir / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    signed_by_ca = ("-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "san.cnf")
+    run("x509", "-req", "-in", "server.csr", *signed_by_ca, "-out", "server.crt")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_tls(secured: SecuredRedis, server: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    client = redis.Redis.from_url(secured.url("trigger-producer"), socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"redis-server exited with {server.returncode} (TLS or ACL file refused?)")
+        try:
+            client.ping()
+            return
+        except redis.RedisError:
+            time.sleep(0.1)
+    pytest.fail("the secured redis-server did not answer within 10 s")

@@ -14,9 +14,10 @@ def test_importing_producers_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import json, sys; import producers; from producers import TriggerClient, TriggerRequest; "
         "import producers.cli, producers.catalog, producers.catalog_validation, producers.catalog_cli; "
+        "import producers.credentials, producers.signing; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog', "
-        "'jsonschema'})))"
+        "'jsonschema', 'yaml'})))"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
@@ -62,3 +63,11 @@ def test_the_early_check_runs_without_zenml_or_the_worker() -> None:
         [sys.executable, "-c", code, json.dumps(catalog)], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [["parameters.n"], ["jsonschema"]]
+
+
+def test_the_readme_shows_exactly_the_acl_lines_the_integration_test_loads() -> None:
+    lines = (REPO / "examples" / "redis" / "users.acl").read_text().splitlines()
+    readme = (REPO / "README.md").read_text()
+
+    assert len(lines) == 3 and all(line.startswith("user ") for line in lines)
+    assert "```\n" + "\n".join(lines) + "\n```" in readme

@@ -194,6 +194,7 @@ task_kwargs = st.fixed_dictionaries(
         "raw_size": st.integers(-1, 10**30) | any_text,
         "raw_sha256": st.just("ab" * 32) | any_text | st.integers(),
         "eta": st.just("not a date"),
+        "signature": st.none() | any_text | st.integers() | st.just("k=ops,t=1800000000,v1=" + "0" * 64),
     },
 )
 envelopes = st.builds(

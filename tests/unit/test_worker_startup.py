@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
 from producers.cli import cli
 from worker import tasks
-from worker.app import create_app
+from worker.app import celery_config, create_app
 from worker.settings import WorkerSettings
 
 
@@ -68,3 +71,24 @@ def test_the_hard_limit_is_the_largest_run_limit_plus_the_grace() -> None:
     assert tasks.hard_time_limit(settings) == 7230
     app = create_app(settings)
     assert app.tasks["zenml_trigger.run"].time_limit == 7230
+
+
+def test_worker_init_exits_on_a_keys_file_that_does_not_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keys_file = tmp_path / "keys.yaml"
+    keys_file.write_text('keys:\n  - {id: drift, secrets: ["too-short"]}\n')
+    monkeypatch.setattr(tasks, "_processor", None)
+    create_app(WorkerSettings(redis_url="redis://127.0.0.1:1/0", require_signed=True, keys_file=keys_file))
+
+    with pytest.raises(SystemExit, match="key 'drift': secrets: secret 0 is shorter than 32 characters") as caught:
+        tasks.on_worker_init(sender=_Worker(None))
+
+    assert "too-short" not in str(caught.value)
+    monkeypatch.setattr(tasks, "_processor", None)
+
+
+def test_a_rediss_url_makes_the_worker_verify_the_server_and_a_redis_url_uses_no_tls() -> None:
+    secure = celery_config(WorkerSettings(redis_url="rediss://worker:pw@redis.internal:6380/0"))
+    plain = celery_config(WorkerSettings(redis_url="redis://127.0.0.1:6379/0"))
+
+    assert secure["broker_use_ssl"] == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    assert plain["broker_use_ssl"] is None
