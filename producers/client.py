@@ -75,9 +75,10 @@ def enqueue_call(
 def signed(
     settings: ProducerSettings, payload: str, task_kwargs: dict[str, Any] | None, now: float
 ) -> dict[str, Any] | None:
-    """`task_kwargs` plus the `signature` keyword when the settings name a key (both clients sign here)."""
+    """`task_kwargs` plus the `signature` keyword when the settings name a key (both clients sign here);
+    a message signed already (the gateway signs with its caller's key) keeps its signature."""
     key = settings.signing_key()
-    if key is None:
+    if key is None or "signature" in (task_kwargs or {}):
         return task_kwargs
     return {**(task_kwargs or {}), "signature": sign(payload, *key, timestamp=int(now))}
 

@@ -12,6 +12,7 @@ never holds a request open for a run, and no input makes it answer 500.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -24,21 +25,29 @@ from producers import gateway_compat, keys
 from producers.async_client import AsyncTriggerClient
 from producers.catalog import Catalog
 from producers.contract import ID_PATTERN, TriggerRequest, build_request, decode_request
-from producers.errors import EnqueueError, InvalidRequest, PayloadTooLarge, Problem, UnknownRequest
+from producers.errors import (
+    EnqueueError,
+    Forbidden,
+    InvalidRequest,
+    PayloadTooLarge,
+    Problem,
+    Unauthorized,
+    UnknownRequest,
+)
+from producers.gateway_auth import Caller, GatewayAuth, GatewaySettings
 from producers.gateway_bodies import (
     JSONResponse,
     accepted,
     error_body,
     invalid_body,
-    read_body,
     request_body_openapi,
     unavailable_body,
     with_components,
 )
-from producers.gateway_submit import GatewayCatalog, early_check_note, submit
-from producers.settings import ProducerSettings
+from producers.gateway_submit import GatewayCatalog, early_check_note, received, submit
 
 router = APIRouter()
+log = logging.getLogger("producers.gateway")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENT_PREFIX = "idem-"
 """Request ids the gateway derives from an `Idempotency-Key` header (per caller), so a retried POST maps to one id."""
@@ -50,6 +59,14 @@ def client_of(request: Request) -> AsyncTriggerClient:
 
 
 Triggers = Annotated[AsyncTriggerClient, Depends(client_of)]
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller of a route without a body (`Unauthorized` when the gateway has keys and none is shown)."""
+    return request.app.state.auth.authenticate(request.headers, b"")  # type: ignore[no-any-return]
+
+
+Authenticated = Annotated[Caller, Depends(caller_of)]
 RequestId = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
@@ -70,14 +87,13 @@ async def create_trigger(request: Request) -> JSONResponse:
     Takes the plain `Request` (no FastAPI dependencies or header parameters to solve): this is
     the hot path, and its body is checked by the wire contract itself.
     """
-    client: AsyncTriggerClient = request.app.state.triggers
     header = request.headers.get(IDEMPOTENCY_HEADER)
-    body = await read_body(request, client.settings.max_payload_bytes)
-    trigger = with_idempotency(decode_request(body), header, caller="anonymous")
+    caller, body = await received(request)
+    trigger = with_idempotency(decode_request(body), header, caller=caller.id)
     status_url = f"{request.base_url}v1/triggers/{trigger.request_id}"
-    if header is not None and await known(client, trigger.request_id):
+    if header is not None and await known(request.app.state.triggers, trigger.request_id):
         return accepted(trigger.request_id, status_url, replayed=True)
-    checked = await submit(client, request.app.state.catalog, trigger)
+    checked = await submit(request, caller, trigger)
     return accepted(trigger.request_id, status_url, early_check=early_check_note(checked))
 
 
@@ -85,7 +101,7 @@ async def create_trigger(request: Request) -> JSONResponse:
     "/v1/triggers/{request_id}",
     responses={404: {"description": "no request with that id is known"}, 503: {"description": "Redis is down"}},
 )
-async def get_trigger(request_id: RequestId, client: Triggers) -> JSONResponse:
+async def get_trigger(request_id: RequestId, client: Triggers, _: Authenticated) -> JSONResponse:
     """The request's state, as `trigger status --json` prints it."""
     state = await client.status(request_id)
     return JSONResponse(state.public_dict())
@@ -111,14 +127,14 @@ async def readyz(request: Request, client: Triggers) -> JSONResponse:
 
 
 @router.get("/v1/pipelines", responses={503: {"description": "no usable catalog is published"}})
-async def pipelines(request: Request) -> JSONResponse:
+async def pipelines(request: Request, _: Authenticated) -> JSONResponse:
     """The registered pipelines with their parameters, step parameters and JSON Schemas, from the catalog."""
     catalog = await published(request)
     return JSONResponse({"pipelines": [p.model_dump(mode="json") for p in catalog.pipelines]})
 
 
 @router.get("/v1/templates", responses={503: {"description": "no usable catalog is published"}})
-async def templates(request: Request) -> JSONResponse:
+async def templates(request: Request, _: Authenticated) -> JSONResponse:
     """The templates and the paths each allows or locks, from the catalog."""
     catalog = await published(request)
     return JSONResponse(catalog.templates.model_dump(mode="json"))
@@ -154,19 +170,28 @@ async def known(client: AsyncTriggerClient, request_id: str) -> bool:
     return bool(await client.redis.exists(keys.state_key(request_id)))
 
 
-def create_app(settings: ProducerSettings | None = None, client: AsyncTriggerClient | None = None) -> FastAPI:
-    """The gateway for `settings` (from `TRIGGER_*` when None); `client` replaces the one it would make."""
+def create_app(
+    settings: GatewaySettings | None = None, client: AsyncTriggerClient | None = None, auth: GatewayAuth | None = None
+) -> FastAPI:
+    """The gateway for `settings` (from `TRIGGER_*` when None); `client` and `auth` replace what it would make.
+
+    The keys file is read here, at start: a bad one stops the gateway with the key and field named.
+    """
+    settings = settings or GatewaySettings()
+    auth = auth or GatewayAuth.from_settings(settings)
+    if auth.open:
+        log.warning("trigger.gateway_open: no TRIGGER_KEYS_FILE, so anyone who reaches this port may trigger")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if client is None:  # made here, inside the server's event loop, which its pool belongs to
-            serve(app, AsyncTriggerClient.from_settings(settings or ProducerSettings()))
+            serve(app, AsyncTriggerClient.from_settings(settings), auth)
         yield
         await app.state.triggers.aclose()
 
     app = FastAPI(title="ZenML queue triggers", version="1", lifespan=lifespan, default_response_class=JSONResponse)
     if client is not None:
-        serve(app, client)
+        serve(app, client, auth)
     app.include_router(router)
     app.include_router(gateway_compat.router)
     add_error_handlers(app)
@@ -174,16 +199,19 @@ def create_app(settings: ProducerSettings | None = None, client: AsyncTriggerCli
     return app
 
 
-def serve(app: FastAPI, client: AsyncTriggerClient) -> None:
-    """Give the app its client and its view of the catalog."""
+def serve(app: FastAPI, client: AsyncTriggerClient, auth: GatewayAuth) -> None:
+    """Give the app its client, its view of the catalog and its keys."""
     app.state.triggers = client
     app.state.catalog = GatewayCatalog(client)
+    app.state.auth = auth
 
 
 def add_error_handlers(app: FastAPI) -> None:
     """Every known failure as a JSON body with a stable `error` code; nothing becomes a 500."""
     app.add_exception_handler(PayloadTooLarge, _too_large)
     app.add_exception_handler(InvalidRequest, _invalid)
+    app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(Forbidden, _forbidden)
     app.add_exception_handler(RequestValidationError, _invalid_http)
     app.add_exception_handler(EnqueueError, _unavailable)
     app.add_exception_handler(RedisError, _unavailable)
@@ -193,6 +221,15 @@ def add_error_handlers(app: FastAPI) -> None:
 
 async def _too_large(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(invalid_body("payload_too_large", exc), status_code=413)
+
+
+async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:
+    headers = {"WWW-Authenticate": 'Bearer realm="zenml-triggers"'}
+    return JSONResponse(invalid_body("unauthorized", exc), status_code=401, headers=headers)
+
+
+async def _forbidden(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(invalid_body("forbidden", exc), status_code=403)
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:

@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from producers.async_client import AsyncTriggerClient
 from producers.client import request_from
 from producers.contract import TriggerRequest, problems_from_validation
 from producers.errors import InvalidRequest, MalformedRequest, Problem
-from producers.gateway_bodies import JSONResponse, read_body
-from producers.gateway_submit import early_check_note, submit
+from producers.gateway_auth import Caller
+from producers.gateway_bodies import JSONResponse
+from producers.gateway_submit import early_check_note, received, submit
 from producers.zenml_compat import run_configuration_fields
 
 router = APIRouter(tags=["compatibility"])
@@ -58,23 +58,25 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
 @router.post("/trigger", status_code=202, openapi_extra=body_schema(TutorialTrigger))
 async def tutorial_trigger(request: Request) -> JSONResponse:
     """The tutorial's `/trigger`: run a registered pipeline with step parameters; 202 instead of blocking."""
-    body = await parsed(request, TutorialTrigger)
+    caller, raw = await received(request)
+    body = parsed(raw, TutorialTrigger)
     if body.config_path is not None:
         problem = "is not honoured: a caller does not choose files on the worker; set parameters instead"
         raise InvalidRequest(details=[Problem("config_path", problem)])
     steps = {name: step.parameters for name, step in body.steps.items()}
     queued = request_from(body.pipeline_name, steps=steps, source="tutorial-api")
-    return await enqueue(request, queued, f"Pipeline '{body.pipeline_name}' {QUEUED_NOTE}")
+    return await enqueue(request, caller, queued, f"Pipeline '{body.pipeline_name}' {QUEUED_NOTE}")
 
 
 @router.post("/trigger-template", status_code=202, openapi_extra=body_schema(TutorialTemplateTrigger))
 async def tutorial_trigger_template(request: Request) -> JSONResponse:
     """The tutorial's `/trigger-template`: run a template (name, `NAME@VERSION` or snapshot id)."""
-    body = await parsed(request, TutorialTemplateTrigger)
+    caller, raw = await received(request)
+    body = parsed(raw, TutorialTemplateTrigger)
     steps = {name: step.parameters for name, step in body.steps.items()}
     queued = request_from(template=body.template_id, steps=steps, source="tutorial-api")
     extra = {"template_id": body.template_id}
-    return await enqueue(request, queued, f"Template '{body.template_id}' {QUEUED_NOTE}", extra)
+    return await enqueue(request, caller, queued, f"Template '{body.template_id}' {QUEUED_NOTE}", extra)
 
 
 @router.post(
@@ -84,38 +86,36 @@ async def tutorial_trigger_template(request: Request) -> JSONResponse:
 )
 async def zenml_run_template(template: str, request: Request) -> JSONResponse:
     """ZenML's REST route: a run configuration body; `steps.<step>.parameters` and `parameters` are honoured."""
-    configuration = await parsed_json(request)
+    caller, raw = await received(request)
+    configuration = parsed_json(raw)
     if not isinstance(configuration, dict):
         raise MalformedRequest(details=[Problem("", "expected a run configuration object")])
     parameters, steps = run_configuration_fields(configuration)
     queued = request_from(template=template, parameters=parameters, steps=steps, source="zenml-rest")
-    return await enqueue(request, queued, f"Template '{template}' {QUEUED_NOTE}", {"template_id": template})
+    return await enqueue(request, caller, queued, f"Template '{template}' {QUEUED_NOTE}", {"template_id": template})
 
 
-async def parsed_json(request: Request) -> Any:
-    """The body as JSON, read no further than the payload limit."""
-    client: AsyncTriggerClient = request.app.state.triggers
-    raw = await read_body(request, client.settings.max_payload_bytes)
+def parsed_json(raw: bytes) -> Any:
+    """The body as JSON."""
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(details=[Problem("", f"not valid UTF-8 JSON: {exc}")]) from None
 
 
-async def parsed(request: Request, model: type[Model]) -> Model:
+def parsed(raw: bytes, model: type[Model]) -> Model:
     """The body validated by `model`, every problem with its path."""
-    data = await parsed_json(request)
     try:
-        return model.model_validate(data)
+        return model.model_validate(parsed_json(raw))
     except ValidationError as exc:
         raise MalformedRequest(details=problems_from_validation(exc)) from None
 
 
 async def enqueue(
-    request: Request, queued: TriggerRequest, message: str, extra: dict[str, Any] | None = None
+    request: Request, caller: Caller, queued: TriggerRequest, message: str, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
     """Send and answer 202, keeping the tutorial's `status`/`message`/`run_id` fields (the run id comes later)."""
-    checked = await submit(request.app.state.triggers, request.app.state.catalog, queued)
+    checked = await submit(request, caller, queued)
     status_url = f"{request.base_url}v1/triggers/{queued.request_id}"
     body = {"status": "success", "queued": True, "message": message, "run_id": None}
     body |= {"request_id": queued.request_id, "status_url": status_url, "early_check": early_check_note(checked)}

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import time
 
+from fastapi import Request
 from redis.exceptions import RedisError
 
 from producers.async_client import AsyncTriggerClient
 from producers.catalog import CatalogCheck, CatalogRead, CatalogReader
 from producers.catalog_validation import check_request
+from producers.client import queued
 from producers.contract import TriggerRequest
 from producers.errors import InvalidRequest
+from producers.gateway_auth import Caller
+from producers.gateway_bodies import read_body
+from producers.signing import sign
 
 REFRESH_S = 5.0
 """How old the gateway's copy of the catalog may get; workers republish it every `TRIGGER_CATALOG_INTERVAL`."""
@@ -47,12 +52,25 @@ class GatewayCatalog:
         return self.reader.interpret(raw, changes)
 
 
-async def submit(client: AsyncTriggerClient, catalog: GatewayCatalog, request: TriggerRequest) -> CatalogCheck:
-    """Check `request` against the catalog (`InvalidRequest` with every problem), then enqueue it."""
-    checked = await catalog.check(request)
+async def received(request: Request) -> tuple[Caller, bytes]:
+    """The body, read no further than the payload limit, and the caller it proves (`Unauthorized` if none)."""
+    client: AsyncTriggerClient = request.app.state.triggers
+    body = await read_body(request, client.settings.max_payload_bytes)
+    return request.app.state.auth.authenticate(request.headers, body), body
+
+
+async def submit(request: Request, caller: Caller, trigger: TriggerRequest) -> CatalogCheck:
+    """Check the caller's scope (`Forbidden`), then the catalog (`InvalidRequest` with every problem), then
+    enqueue, signed with the caller's key so the worker can check the same scope again."""
+    state = request.app.state
+    state.auth.authorize(caller, trigger)
+    checked = await state.catalog.check(trigger)
     if checked.problems:
         raise InvalidRequest(details=checked.problems)
-    await client.send(request)
+    queued_state, payload = queued(trigger, state.triggers.settings)
+    key = caller.signing_key()
+    kwargs = {"signature": sign(payload, *key)} if key is not None else None
+    await state.triggers.enqueue(queued_state, payload, kwargs)
     return checked
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,40 +9,17 @@ import pytest
 
 from producers.state import Status
 from tests.integration.conftest import REPO, Stack, zenml_runs
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.gateway import start_gateway, stop
 
 
 @pytest.fixture
 def gateway(stack: Stack) -> Iterator[str]:
     """`trigger gateway` as a real process on a free loopback port; its base URL."""
-    port = free_port()
-    log = open(stack.log_dir / "gateway.log", "ab")
-    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen(command, cwd=REPO, env=stack.env(), stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    process, base = start_gateway(stack.env(), REPO, stack.log_dir / "gateway.log")
     try:
-        wait_until_up(base, process)
         yield base
     finally:
-        process.terminate()
-        process.wait(15)
-
-
-def wait_until_up(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the gateway exited at start"
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise AssertionError(f"the gateway did not answer on {base} within {timeout:g}s")
+        stop(process)
 
 
 def test_a_request_posted_to_the_gateway_runs_to_succeeded(stack: Stack, gateway: str) -> None:
@@ -81,16 +54,12 @@ def test_invalid_requests_are_422_with_paths_and_a_down_redis_is_503(stack: Stac
         assert late.status_code == 422, late.text
         assert [p["path"] for p in late.json()["problems"]] == ["steps.train_model.parameters.n_estimator"]
         assert stack.redis.llen(stack.queue) == 0
-    port = free_port()
-    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]
     env = stack.env(TRIGGER_REDIS_URL="redis://127.0.0.1:1/0", TRIGGER_ENQUEUE_TIMEOUT="0.3")
-    down = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    down, base = start_gateway(env, REPO, stack.log_dir / "gateway-down.log")
     try:
-        wait_until_up(f"http://127.0.0.1:{port}", down)
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/triggers", json={"pipeline_name": "p"}, timeout=10)
-        ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        answer = httpx.post(f"{base}/v1/triggers", json={"pipeline_name": "p"}, timeout=10)
+        ready = httpx.get(f"{base}/readyz", timeout=10)
     finally:
-        down.terminate()
-        down.wait(15)
+        stop(down)
     assert answer.status_code == 503 and answer.json()["error"] == "queue_unavailable", answer.text
     assert ready.status_code == 503

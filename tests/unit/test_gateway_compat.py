@@ -13,53 +13,9 @@ from fastapi.testclient import TestClient
 
 from producers import AsyncTriggerClient, ProducerSettings, decode_request
 from producers.gateway import create_app
+from tests.support.tutorial import TUTORIAL_TEMPLATE, TUTORIAL_TRIGGER, ZENML_REST
 
 QUEUE = "compat-gw"
-# The request bodies of the tutorial's curl examples (../shared/seed/triggering-pipelines-tutorial.md), verbatim.
-TUTORIAL_TRIGGER = """{
-    "pipeline_name": "training_pipeline",
-    "steps": {
-      "load_data": {
-        "parameters": {
-          "data_url": "s3://some-bucket/new-data.csv"
-        }
-      },
-      "train_model": {
-        "parameters": {
-          "model_type": "gradient_boosting"
-        }
-      }
-    }
-  }"""
-TUTORIAL_TEMPLATE = """{
-    "template_id": "YOUR_TEMPLATE_ID",
-    "steps": {
-      "load_data": {
-        "parameters": {
-          "data_url": "s3://some-bucket/new-data.csv"
-        }
-      },
-      "train_model": {
-        "parameters": {
-          "model_type": "gradient_boosting"
-        }
-      }
-    }
-  }"""
-ZENML_REST = """{
-    "steps": {
-      "load_data": {
-        "parameters": {
-          "data_url": "s3://production-bucket/latest-data.csv"
-        }
-      },
-      "train_model": {
-        "parameters": {
-          "model_type": "gradient_boosting"
-        }
-      }
-    }
-  }"""
 JSON = {"content-type": "application/json", "accept": "application/json"}
 
 
