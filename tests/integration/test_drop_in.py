@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from producers.signing import sign
 from producers.state import Status
 from producers.zenml_compat import trigger_pipeline
 from tests.integration.conftest import REPO, Stack, zenml_runs
@@ -20,6 +21,7 @@ from tests.support.gateway import start_gateway, stop
 from tests.support.tutorial import TUTORIAL_TEMPLATE, TUTORIAL_TRIGGER, ZENML_REST
 
 API_KEY = "your-secure-api-key-here-0123456789abcdef"  # the tutorial's X-API-Key, as a key of the keys file
+NARROW_KEY = "a-webhook-key-that-may-only-run-training-0123456789"
 JSON = {"accept": "application/json", "Content-Type": "application/json"}
 
 
@@ -28,6 +30,7 @@ def gateway(stack: Stack, tmp_path: Path) -> Iterator[str]:
     keys = tmp_path / "keys.yaml"
     keys.write_text(
         f'keys:\n  - id: tutorial\n    secrets: ["{API_KEY}"]\n    pipelines: ["*"]\n    templates: ["*"]\n'
+        f'  - id: narrow\n    secrets: ["{NARROW_KEY}"]\n    pipelines: [training_pipeline]\n'
     )
     process, base = start_gateway(stack.env(TRIGGER_KEYS_FILE=str(keys)), REPO, stack.log_dir / "gateway.log")
     try:
@@ -64,6 +67,15 @@ def test_every_existing_caller_runs_unchanged_through_the_queue(stack: Stack, ga
             headers={**JSON, "X-API-Key": API_KEY},
         )
         no_key = http.post("/trigger", content=TUTORIAL_TRIGGER, headers=JSON)
+        narrow = {"Authorization": f"Bearer {NARROW_KEY}"}
+        out_of_scope = http.post("/v1/triggers", json={"pipeline_name": "failing_pipeline"}, headers=narrow)
+        body = json.dumps({"pipeline_name": "training_pipeline", "source": "webhook"}).encode()
+        webhook = http.post("/v1/triggers", content=body, headers={**JSON, "X-Trigger-Signature": webhook_sig(body)})
+        tampered = http.post(
+            "/v1/triggers",
+            content=body.replace(b"webhook", b"hook"),
+            headers={**JSON, "X-Trigger-Signature": webhook_sig(body)},
+        )
     python = trigger_pipeline(
         template_id=template["snapshot_id"], run_configuration=json.loads(ZENML_REST), client=stack.client
     )
@@ -80,4 +92,12 @@ def test_every_existing_caller_runs_unchanged_through_the_queue(stack: Stack, ga
     assert trained["model_type"] == "gradient_boosting"
     assert broken.status_code == 422
     assert [p["path"] for p in broken.json()["problems"]] == ["steps.train_model.parameters.model_kind"]
-    assert no_key.status_code == 401
+    assert no_key.status_code == 401 and tampered.status_code == 401
+    assert out_of_scope.status_code == 403 and out_of_scope.json()["error"] == "forbidden"
+    assert webhook.status_code == 202, webhook.text
+    assert stack.wait(webhook.json()["request_id"], 180).status is Status.SUCCEEDED
+
+
+def webhook_sig(body: bytes) -> str:
+    """What a webhook sender computes: HMAC over its key id, the time and the exact body."""
+    return sign(body, "narrow", NARROW_KEY.encode())
