@@ -1,0 +1,55 @@
+"""`python -m worker.healthcheck`: the container's health, cheap enough to run every 30 s.
+
+`celery inspect ping` is not available (the worker disables remote control), and importing the
+Celery app would cost seconds. So the check asks the two things that matter: is the container's
+main process still a `trigger worker` (not a shell left after a failed `exec`, not a zombie), and
+does Redis answer from here. Exit 0 when healthy, 1 with the reason on stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import redis
+
+from producers.client import connect
+from producers.settings import ProducerSettings, redacted_url
+
+MAIN_PROCESS = Path("/proc/1")
+
+
+def main_process_problem(proc: Path = MAIN_PROCESS) -> str | None:
+    """Why the main process is not a live worker, or None when it is."""
+    try:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError as exc:
+        return f"cannot read {proc}: {exc}"
+    if state in {"Z", "X"}:
+        return f"main process is not running (state {state})"
+    if b"worker" not in cmdline:
+        return f"main process is not a worker: {b' '.join(cmdline).decode(errors='replace').strip()}"
+    return None
+
+
+def redis_problem(settings: ProducerSettings) -> str | None:
+    """Why Redis does not answer a PING within the producer timeouts, or None when it does."""
+    try:
+        connect(settings).ping()
+    except (redis.RedisError, OSError) as exc:
+        return f"Redis at {redacted_url(settings.redis_url)} does not answer: {type(exc).__name__}: {exc}"
+    return None
+
+
+def main() -> int:
+    """0 when the worker and its Redis are fine; 1 and the first problem on stderr otherwise."""
+    problem = main_process_problem() or redis_problem(ProducerSettings(enqueue_timeout=2.0, connect_timeout=2.0))
+    if problem is not None:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
