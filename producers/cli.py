@@ -30,6 +30,8 @@ WORKER_COMMANDS = {
     "templates": "worker.template_cli:templates",
     "drift": "producers.drift_cli:drift",
     "gateway": "producers.gateway_cli:gateway",
+    "beat": "worker.beat:beat",
+    "schedules": "producers.schedules_cli:schedules",
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -29,6 +30,9 @@ class ProducerSettings(BaseSettings):
         default=None, pattern=rf"^{KEY_ID_PATTERN}$", description="The key requests are signed with (keys file id)."
     )
     key_secret: SecretStr | None = Field(default=None, description="That key's secret; never logged.")
+    schedules_file: Path | None = Field(
+        default=None, description="YAML schedules file that `trigger beat` enqueues from (see producers.schedules)."
+    )
 
     @model_validator(mode="after")
     def _key_whole(self) -> ProducerSettings:

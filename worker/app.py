@@ -44,6 +44,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
         "worker_enable_remote_control": False,
+        # `celery -A worker beat` runs the schedules file through the scheduler that enqueues requests.
+        "beat_scheduler": "worker.beat:TriggerScheduler",
     }
 
 

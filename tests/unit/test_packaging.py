@@ -14,7 +14,7 @@ def test_importing_producers_pulls_in_no_heavy_dependency() -> None:
     code = (
         "import json, sys; import producers; from producers import TriggerClient, TriggerRequest; "
         "import producers.cli, producers.catalog, producers.catalog_validation, producers.catalog_cli; "
-        "import producers.credentials, producers.signing; "
+        "import producers.credentials, producers.signing, producers.schedules, producers.schedules_cli; "
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'zenml', 'sklearn', 'celery', 'kombu', 'worker', 'pipelines', 'pandas', 'numpy', 'scipy', 'structlog', "
         "'jsonschema', 'yaml'})))"
