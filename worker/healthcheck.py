@@ -1,5 +1,7 @@
 """`python -m worker.healthcheck`: the container's health, cheap enough to run every 30 s.
 
+`python -m worker.healthcheck beat` checks a beat container the same way.
+
 `celery inspect ping` is not available (the worker disables remote control), and importing the
 Celery app would cost seconds. So the check asks the two things that matter: is the container's
 main process still a `trigger worker` (not a shell left after a failed `exec`, not a zombie), and
@@ -19,8 +21,8 @@ from producers.settings import ProducerSettings, redacted_url
 MAIN_PROCESS = Path("/proc/1")
 
 
-def main_process_problem(proc: Path = MAIN_PROCESS) -> str | None:
-    """Why the main process is not a live worker, or None when it is."""
+def main_process_problem(proc: Path = MAIN_PROCESS, role: str = "worker") -> str | None:
+    """Why the main process is not a live `trigger <role>`, or None when it is."""
     try:
         cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -28,8 +30,8 @@ def main_process_problem(proc: Path = MAIN_PROCESS) -> str | None:
         return f"cannot read {proc}: {exc}"
     if state in {"Z", "X"}:
         return f"main process is not running (state {state})"
-    if b"worker" not in cmdline:
-        return f"main process is not a worker: {b' '.join(cmdline).decode(errors='replace').strip()}"
+    if role.encode() not in cmdline:
+        return f"main process is not a {role}: {b' '.join(cmdline).decode(errors='replace').strip()}"
     return None
 
 
@@ -42,9 +44,11 @@ def redis_problem(settings: ProducerSettings) -> str | None:
     return None
 
 
-def main() -> int:
-    """0 when the worker and its Redis are fine; 1 and the first problem on stderr otherwise."""
-    problem = main_process_problem() or redis_problem(ProducerSettings(enqueue_timeout=2.0, connect_timeout=2.0))
+def main(argv: list[str] | None = None) -> int:
+    """0 when the worker (or `beat`, given as the argument) and its Redis are fine; 1 and the problem otherwise."""
+    role = (argv if argv is not None else sys.argv[1:] or ["worker"])[0]
+    settings = ProducerSettings(enqueue_timeout=2.0, connect_timeout=2.0)
+    problem = main_process_problem(role=role) or redis_problem(settings)
     if problem is not None:
         print(f"unhealthy: {problem}", file=sys.stderr)
         return 1

@@ -132,3 +132,9 @@ def test_healthcheck_names_redis_without_its_password() -> None:
     settings = ProducerSettings(redis_url="redis://:hunter2@127.0.0.1:1/0", connect_timeout=0.2, enqueue_timeout=0.2)
     problem = healthcheck.redis_problem(settings)
     assert problem is not None and ":***@" in problem and "hunter2" not in problem
+
+
+def test_healthcheck_of_beat_wants_trigger_beat_as_the_main_process(tmp_path: Path) -> None:
+    beat = ["/usr/local/bin/python", "/usr/local/bin/trigger", "beat"]
+    assert healthcheck.main_process_problem(write_proc(tmp_path / "a", beat), role="beat") is None
+    assert "not a worker" in healthcheck.main_process_problem(write_proc(tmp_path / "b", beat))

@@ -27,7 +27,7 @@ COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")
-OUR_IMAGE = {"init", "worker", "gateway"}
+OUR_IMAGE = {"init", "worker", "beat", "gateway"}
 
 
 def services() -> dict[str, dict[str, Any]]:
