@@ -20,6 +20,7 @@ from producers.catalog import CatalogCheck
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
 from producers.errors import TriggerError
+from producers.progress import follow
 from producers.state import RequestState
 
 WORKER_COMMANDS = {
@@ -233,9 +234,13 @@ def report_check(result: CatalogCheck, request: TriggerRequest, as_json: bool) -
 @click.option("--wait", type=click.FloatRange(min=0), default=None, help="Block up to SECONDS for a terminal state.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def status(request_id: str, wait: float | None, as_json: bool) -> None:
-    """Show a request's state."""
+    """Show a request's state; with --wait, follow it (a live line on a terminal, on stderr) until it ends."""
     client = TriggerClient.from_env()
-    state = client.wait(request_id, wait) if wait else client.status(request_id)
+    if wait and not as_json:
+        err = click.get_text_stream("stderr")
+        state = follow(lambda: client.status(request_id), wait, err, tty=err.isatty())
+    else:
+        state = client.wait(request_id, wait) if wait else client.status(request_id)
     print_state(state, as_json)
 
 
