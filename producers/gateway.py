@@ -11,7 +11,6 @@ never holds a request open for a run, and no input makes it answer 500.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -21,10 +20,10 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 
-from producers import gateway_compat, keys
+from producers import gateway_compat
 from producers.async_client import AsyncTriggerClient
 from producers.catalog import Catalog
-from producers.contract import ID_PATTERN, TriggerRequest, build_request, decode_request
+from producers.contract import ID_PATTERN, decode_request
 from producers.errors import (
     EnqueueError,
     Forbidden,
@@ -48,9 +47,6 @@ from producers.gateway_submit import GatewayCatalog, early_check_note, received,
 
 router = APIRouter()
 log = logging.getLogger("producers.gateway")
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENT_PREFIX = "idem-"
-"""Request ids the gateway derives from an `Idempotency-Key` header (per caller), so a retried POST maps to one id."""
 
 
 def client_of(request: Request) -> AsyncTriggerClient:
@@ -87,23 +83,25 @@ async def create_trigger(request: Request) -> JSONResponse:
     Takes the plain `Request` (no FastAPI dependencies or header parameters to solve): this is
     the hot path, and its body is checked by the wire contract itself.
     """
-    header = request.headers.get(IDEMPOTENCY_HEADER)
     caller, body = await received(request)
-    trigger = with_idempotency(decode_request(body), header, caller=caller.id)
-    status_url = f"{request.base_url}v1/triggers/{trigger.request_id}"
-    if header is not None and await known(request.app.state.triggers, trigger.request_id):
-        return accepted(trigger.request_id, status_url, replayed=True)
-    checked = await submit(request, caller, trigger)
-    return accepted(trigger.request_id, status_url, early_check=early_check_note(checked))
+    submitted = await submit(request, caller, decode_request(body))
+    request_id = submitted.trigger.request_id
+    status_url = f"{request.base_url}v1/triggers/{request_id}"
+    return accepted(
+        request_id, status_url, replayed=submitted.replayed, early_check=early_check_note(submitted.checked)
+    )
 
 
 @router.get(
     "/v1/triggers/{request_id}",
     responses={404: {"description": "no request with that id is known"}, 503: {"description": "Redis is down"}},
 )
-async def get_trigger(request_id: RequestId, client: Triggers, _: Authenticated) -> JSONResponse:
-    """The request's state, as `trigger status --json` prints it."""
+async def get_trigger(request: Request, request_id: RequestId, client: Triggers, caller: Authenticated) -> JSONResponse:
+    """The request's state, as `trigger status --json` prints it; a key sees only what it may trigger
+    (anything else is answered like an unknown id, so ids cannot be probed)."""
     state = await client.status(request_id)
+    if not request.app.state.auth.may_read(caller, state):
+        raise UnknownRequest(f"no request with id {request_id!r} is known (never sent, or expired)")
     return JSONResponse(state.public_dict())
 
 
@@ -150,24 +148,6 @@ async def published(request: Request) -> Catalog:
 
 class NoCatalog(Exception):
     """No worker has published a usable catalog for this queue."""
-
-
-def with_idempotency(trigger: TriggerRequest, header: str | None, caller: str) -> TriggerRequest:
-    """Apply an `Idempotency-Key` header: it becomes the idempotency key and fixes the request id, so a
-    retried POST gets the first request's id back (Stripe's semantics) instead of a second request."""
-    if header is None:
-        return trigger
-    if trigger.idempotency_key not in (None, header):
-        problem = "differs from the Idempotency-Key header; send one or make them equal"
-        raise InvalidRequest(details=[Problem("idempotency_key", problem)])
-    digest = hashlib.sha256(f"{caller}\0{header}".encode("utf-8", "surrogatepass")).hexdigest()[:40]
-    fields = {"idempotency_key": header, "request_id": f"{IDEMPOTENT_PREFIX}{digest}"}
-    return build_request(**{**dict(trigger), **fields})
-
-
-async def known(client: AsyncTriggerClient, request_id: str) -> bool:
-    """Whether a state is recorded under `request_id` (a retried idempotent POST)."""
-    return bool(await client.redis.exists(keys.state_key(request_id)))
 
 
 def create_app(

@@ -27,6 +27,7 @@ from producers.credentials import Key, Keyring, load_keyring, paths_set
 from producers.errors import Forbidden, Problem, Unauthorized
 from producers.settings import ProducerSettings
 from producers.signing import SignatureFormatError, parse_signature, verify
+from producers.state import RequestState
 
 SIGNATURE_HEADER = "x-trigger-signature"
 TOLERANCE_S = 300
@@ -45,6 +46,8 @@ class Caller:
     """Who is calling: a key of the keys file, or nobody in particular on an open gateway."""
 
     key: Key | None = None
+    signature: str | None = None
+    """The webhook signature that proved it, which may be used once (the gateway remembers it)."""
 
     @property
     def id(self) -> str:
@@ -75,7 +78,7 @@ class GatewayAuth:
         if self.keyring is None:
             return Caller()
         if SIGNATURE_HEADER in headers:
-            return Caller(self._signed(headers[SIGNATURE_HEADER], body))
+            return Caller(self._signed(headers[SIGNATURE_HEADER], body), headers[SIGNATURE_HEADER])
         secret = bearer(headers.get("authorization")) or headers.get("x-api-key")
         if not secret:
             raise Unauthorized(details=[Problem("headers", "send Authorization: Bearer <key>, or sign the body")])
@@ -92,6 +95,19 @@ class GatewayAuth:
         problems += [Problem(path, f"key {key.id!r} may not set it") for path in refused]
         if problems:
             raise Forbidden(details=problems)
+
+    def may_read(self, caller: Caller, state: RequestState) -> bool:
+        """Whether the caller's key may trigger what `state` is about (so it may see it); any caller on an open
+        gateway. A state naming neither pipeline nor template (garbage recorded) is for wildcard keys only."""
+        key = caller.key
+        if key is None:
+            return True
+        if state.template is None and state.pipeline_name is None:
+            return "*" in key.pipelines
+        probe = TriggerRequest(
+            pipeline_name=state.pipeline_name if state.template is None else None, template=state.template
+        )
+        return key.target_problem(probe) is None
 
     def _holder(self, secret: str) -> Key | None:
         """The key one of whose secrets is `secret`; every secret is compared, in constant time."""

@@ -115,9 +115,10 @@ async def enqueue(
     request: Request, caller: Caller, queued: TriggerRequest, message: str, extra: dict[str, Any] | None = None
 ) -> JSONResponse:
     """Send and answer 202, keeping the tutorial's `status`/`message`/`run_id` fields (the run id comes later)."""
-    checked = await submit(request, caller, queued)
-    status_url = f"{request.base_url}v1/triggers/{queued.request_id}"
-    body = {"status": "success", "queued": True, "message": message, "run_id": None}
-    body |= {"request_id": queued.request_id, "status_url": status_url, "early_check": early_check_note(checked)}
-    body |= extra or {}
-    return JSONResponse(body, status_code=202, headers={"Location": status_url})
+    submitted = await submit(request, caller, queued)
+    request_id = submitted.trigger.request_id
+    status_url = f"{request.base_url}v1/triggers/{request_id}"
+    body = {"status": "success", "queued": True, "message": message, "run_id": None, "request_id": request_id}
+    body |= {"status_url": status_url, "early_check": early_check_note(submitted.checked), **(extra or {})}
+    headers = {"Location": status_url} | ({"Idempotent-Replayed": "true"} if submitted.replayed else {})
+    return JSONResponse(body, status_code=202, headers=headers)

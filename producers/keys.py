@@ -103,3 +103,8 @@ def catalog_key(queue: str) -> str:
 CATALOG_TEMPLATE_CHANGES_KEY = f"{KEY_PREFIX}:catalog:template-changes"
 """Counter raised by `trigger templates create/delete`; a catalog that listed templates before it moved
 no longer vouches for them (no clocks compared: templates live in ZenML, shared by every queue)."""
+
+
+def webhook_signature_key(digest: str) -> str:
+    """A webhook signature the gateway accepted (by SHA-256), kept for twice its time window so it is used once."""
+    return f"{KEY_PREFIX}:webhook-signature:{digest}"

@@ -25,6 +25,9 @@ from producers.state import RequestState
 
 HONOURED = frozenset({"parameters", "steps"})
 """Run-configuration fields the queue carries into a request; any other field with a value is refused."""
+IGNORED = frozenset({"run_name"})
+"""Fields every ZenML template's `config_template` carries, so the tutorial's pattern (its whole config with
+the steps replaced) works: the worker names runs itself (`<pipeline>-<request id>-<attempt>`)."""
 HONOURED_IN_STEP = frozenset({"parameters"})
 SOURCE = "zenml-compat"
 
@@ -88,25 +91,36 @@ def trigger_pipeline(
 
 def run_configuration_fields(configuration: Mapping[str, Any], where: str = "") -> tuple[dict[str, Any], Any]:
     """(pipeline parameters, step parameters) from a ZenML run configuration; every field that sets
-    something else is an `InvalidRequest` problem at its path."""
+    something else, and every section that is not an object, is an `InvalidRequest` problem at its path."""
     problems = _unhonoured(configuration, HONOURED, where)
-    steps = configuration.get("steps") or {}
-    if not isinstance(steps, Mapping):
-        problems.append(Problem(_at(where, "steps"), "must be an object of step name to step configuration"))
-        steps = {}
+    parameters = _section(configuration.get("parameters"), _at(where, "parameters"), problems)
+    steps = _section(configuration.get("steps"), _at(where, "steps"), problems)
+    step_parameters = {}
     for name, step in steps.items():
-        if isinstance(step, Mapping):
-            problems += _unhonoured(step, HONOURED_IN_STEP, _at(where, f"steps.{name}"))
+        at = _at(where, f"steps.{name}")
+        step = _section(step, at, problems)
+        problems += _unhonoured(step, HONOURED_IN_STEP, at)
+        step_parameters[name] = _section(step.get("parameters"), f"{at}.parameters", problems)
     if problems:
         raise InvalidRequest(details=problems)
-    step_parameters = {name: (step or {}).get("parameters") or {} for name, step in steps.items()}
-    return dict(configuration.get("parameters") or {}), step_parameters
+    return parameters, step_parameters
+
+
+def _section(value: Any, where: str, problems: list[Problem]) -> dict[str, Any]:
+    """`value` as an object (None: empty); anything else is a problem at `where`, never silently converted."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    problems.append(Problem(where, f"must be an object, not {type(value).__name__}"))
+    return {}
 
 
 def _unhonoured(section: Mapping[str, Any], honoured: frozenset[str], where: str) -> list[Problem]:
     """A problem for each field outside `honoured` that carries a value (None, {} and [] are no value; False is one)."""
     why = f"is not honoured by the queue; only {', '.join(sorted(honoured))} may be set here"
-    return [Problem(_at(where, str(k)), why) for k, v in section.items() if k not in honoured and _has_value(v)]
+    allowed = honoured | IGNORED
+    return [Problem(_at(where, str(k)), why) for k, v in section.items() if k not in allowed and _has_value(v)]
 
 
 def _has_value(value: Any) -> bool:

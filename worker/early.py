@@ -28,9 +28,16 @@ local state_key, lease_key, claim_key, latest_key = KEYS[1], KEYS[2], KEYS[3], K
 local me, slot = ARGV[1], ARGV[2]
 local current = redis.call('GET', state_key)
 if current then
-  -- a stored state opens with its id (no quotes in an id) and then its status; decode only if not
-  local status = string.match(current, '^{"request_id":"[^"]*","status":"([a-z_]+)"')
-  if (status or cjson.decode(current)['status']) ~= 'queued' then return {'state', current} end
+  local stored = cjson.decode(current)
+  if stored['status'] ~= 'queued' then return {'state', current} end
+  local parts = {}
+  for _, field in ipairs({'source', 'pipeline_name', 'template', 'idempotency_key', 'coalesce_key', 'replay_of'}) do
+    local value = stored[field]
+    if value == nil or value == cjson.null then value = '' end
+    parts[#parts + 1] = tostring(value)
+  end
+  -- the record is another request's (a message sent under its id): only the full walk decides that
+  if table.concat(parts, '\\n') ~= ARGV[9] then return {'state', current} end
 end
 if redis.call('EXISTS', lease_key) == 1 then return {'state', current or ''} end
 local function finish(template, other)
@@ -61,7 +68,12 @@ return {'state', current or ''}
 """KEYS: state, lease, idempotency claim, coalescing key's latest, waiting index, waiting messages. ARGV:
 request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no idempotency key),
 the `coalesced` state ('' = no coalescing key), state TTL, covered-list prefix, count prefix, most covered
-ids kept. Only a `queued` (or unrecorded) request nobody leases is ended here."""
+ids kept, the request's identity (`IDENTITY` fields, newline-joined). Only a `queued` (or unrecorded) request
+nobody leases, whose record is this request's own, is ended here."""
+
+IDENTITY = ("source", "pipeline_name", "template", "idempotency_key", "coalesce_key", "replay_of")
+"""Fields a message must share with the stored record to end it early: a message sent under another request's
+id (a producer reusing an id, or someone taking one over) never ends that request here."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +105,7 @@ class EarlyEnds:
         ]
         records = [r.to_json() if r is not None else "" for r in (duplicate, coalesced)]
         args = [request.request_id, f'"{slot}"', *records, self.state_ttl]
-        args += [keys.COALESCED_FROM_PREFIX, keys.COALESCED_COUNT_PREFIX, MAX_COVERED]
+        args += [keys.COALESCED_FROM_PREFIX, keys.COALESCED_COUNT_PREFIX, MAX_COVERED, identity(request)]
         kind, found = (part.decode() for part in self._early(keys=keys_, args=args))
         if kind == "duplicate" and duplicate is not None:
             return EarlyVerdict(ended=duplicate.model_copy(update={"duplicate_of": found}))
@@ -110,3 +122,8 @@ class EarlyEnds:
         if request.coalesce_key is not None:
             coalesced = queued.advance(Status.COALESCED, coalesced_into=slot, worker=self.worker)
         return duplicate, coalesced
+
+
+def identity(request: TriggerRequest) -> str:
+    """The `IDENTITY` fields of `request`, as the early-end script compares them with the stored record."""
+    return "\n".join(str(getattr(request, field) or "") for field in IDENTITY)

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from producers import TriggerClient, keys
+from producers.contract import TriggerRequest
 from producers.settings import ProducerSettings
 from producers.state import RequestState, Status
 from worker.early import EarlyEnds
@@ -172,3 +173,17 @@ def test_the_stored_early_state_parses_back_exactly(processor: Processor) -> Non
     stored = processor.s.states.client.get(keys.state_key(older))
     assert ended is not None and RequestState.model_validate_json(stored) == ended
     assert json.loads(stored)["coalesce_key"] == 'weird "key" \\ with quotes'
+
+
+def test_a_message_sent_under_another_requests_id_never_ends_that_request_early(processor: Processor) -> None:
+    client = client_for(processor)
+    victim = client.trigger("training_pipeline", source="nightly")
+    client.trigger("training_pipeline", coalesce_key="attacker-key")
+    client.trigger("training_pipeline", coalesce_key="attacker-key")
+    forged = TriggerRequest(request_id=victim, pipeline_name="training_pipeline", coalesce_key="attacker-key")
+
+    verdict = early(processor).check(forged)
+
+    assert verdict.ended is None
+    assert processor.s.states.get(victim).status is Status.QUEUED
+    assert processor.s.states.get(victim).source == "nightly"

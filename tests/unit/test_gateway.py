@@ -108,7 +108,7 @@ def test_a_retried_post_with_the_same_idempotency_key_gets_the_first_id_back(
     assert first.status_code == again.status_code == other.status_code == 202
     assert again.json()["request_id"] == first.json()["request_id"] != other.json()["request_id"]
     assert again.headers.get("idempotent-replayed") == "true" and "idempotent-replayed" not in first.headers
-    assert [r.idempotency_key for r in queued(server)] == ["deploy-42", "deploy-43"]
+    assert [r.idempotency_key for r in queued(server)] == ["anonymous:deploy-42", "anonymous:deploy-43"]  # per caller
 
 
 def test_a_body_key_that_contradicts_the_header_is_refused(http: TestClient) -> None:

@@ -146,3 +146,74 @@ def test_an_open_gateway_takes_anyone_and_signs_nothing(server: fakeredis.FakeSe
     with TestClient(create_app(client=client, auth=GatewayAuth(None))) as http:
         assert http.post("/v1/triggers", json=BODY).status_code == 202
     assert [signature for _, signature in queued_signatures(server)] == [""]
+
+
+OTHER_SECRET = "other-team-secret-0123456789-0123456789"
+
+
+@pytest.fixture
+def two_callers(server: fakeredis.FakeServer, tmp_path: Path) -> Iterator[TestClient]:
+    """`ci` as above, and `other` which may trigger only `failing_pipeline`."""
+    path = tmp_path / "keys.yaml"
+    path.write_text(KEYS + f'  - id: other\n    secrets: ["{OTHER_SECRET}"]\n    pipelines: [failing_pipeline]\n')
+    client = AsyncTriggerClient(fakeredis.FakeAsyncRedis(server=server), ProducerSettings(queue=QUEUE))
+    with TestClient(create_app(client=client, auth=GatewayAuth(load_keyring(path)))) as test_client:
+        yield test_client
+
+
+def test_a_caller_cannot_choose_a_request_id(http: TestClient, server: fakeredis.FakeServer) -> None:
+    victim = http.post("/v1/triggers", json=BODY, headers=bearer(DRIFT_SECRET)).json()["request_id"]
+    taken = http.post("/v1/triggers", json={**BODY, "request_id": victim}, headers=bearer(CI_SECRET))
+    pre_claim = http.post("/v1/triggers", json={**BODY, "request_id": "idem-" + "0" * 40}, headers=bearer(CI_SECRET))
+    assert taken.status_code == pre_claim.status_code == 422
+    assert [p["path"] for p in taken.json()["problems"]] == ["request_id"]
+    assert len(queued_signatures(server)) == 1
+
+
+def test_idempotency_keys_are_per_caller(two_callers: TestClient, server: fakeredis.FakeServer) -> None:
+    header = {"Idempotency-Key": "order-42"}
+    ci = two_callers.post(
+        "/v1/triggers", json={"pipeline_name": "failing_pipeline"}, headers=bearer(CI_SECRET) | header
+    )
+    other = two_callers.post(
+        "/v1/triggers", json={"pipeline_name": "failing_pipeline"}, headers=bearer(OTHER_SECRET) | header
+    )
+    assert ci.status_code == other.status_code == 202
+    assert ci.json()["request_id"] != other.json()["request_id"]
+    keys_ = [json.loads(text)["idempotency_key"] for text, _ in queued_signatures(server)]
+    assert keys_ == ["ci:order-42", "other:order-42"]
+
+
+def test_a_key_reads_only_the_states_of_what_it_may_trigger(two_callers: TestClient) -> None:
+    mine = two_callers.post("/v1/triggers", json=BODY, headers=bearer(CI_SECRET)).json()["status_url"]
+    assert two_callers.get(mine, headers=bearer(CI_SECRET)).status_code == 200
+    assert two_callers.get(mine, headers=bearer(OTHER_SECRET)).status_code == 404
+
+
+def test_an_idempotent_retry_is_authorized_like_the_first_post(http: TestClient) -> None:
+    header = {"Idempotency-Key": "k1"}
+    assert http.post("/v1/triggers", json=BODY, headers=bearer(DRIFT_SECRET) | header).status_code == 202
+    out_of_scope = {"pipeline_name": "failing_pipeline"}
+    assert http.post("/v1/triggers", json=out_of_scope, headers=bearer(DRIFT_SECRET) | header).status_code == 403
+
+
+def test_a_webhook_signature_is_good_once_whatever_else_is_sent_with_it(
+    http: TestClient, server: fakeredis.FakeServer
+) -> None:
+    body = json.dumps(BODY).encode()
+    signature = sign(body, "drift-monitor", DRIFT_SECRET.encode())
+    headers = {"content-type": "application/json", "X-Trigger-Signature": signature}
+    first = http.post("/v1/triggers", content=body, headers=headers | {"Idempotency-Key": "r0"})
+    again = http.post("/v1/triggers", content=body, headers=headers | {"Idempotency-Key": "r1"})
+    elsewhere = http.post("/trigger", content=body, headers=headers)
+    assert first.status_code == 202 and again.status_code == elsewhere.status_code == 401
+    assert "used already" in again.json()["message"]
+    assert len(queued_signatures(server)) == 1
+
+
+def test_the_compatibility_routes_honour_idempotency_key_too(http: TestClient, server: fakeredis.FakeServer) -> None:
+    body = {"pipeline_name": "training_pipeline", "steps": {}}
+    headers = {"X-API-Key": CI_SECRET, "Idempotency-Key": "tutorial-1"}
+    first, again = (http.post("/trigger", json=body, headers=headers) for _ in range(2))
+    assert first.json()["request_id"] == again.json()["request_id"]
+    assert again.headers.get("idempotent-replayed") == "true" and len(queued_signatures(server)) == 1

@@ -88,3 +88,9 @@ def test_what_would_be_ignored_is_refused_with_its_path(http: TestClient, server
         ["template_id"],
     ]
     assert queued(server) == []
+
+
+@pytest.mark.parametrize("body", [{"parameters": "x"}, {"steps": {"a": [1]}}, {"steps": {"a": "s"}}, {"steps": 7}])
+def test_a_run_configuration_of_the_wrong_shape_is_a_422_not_a_500(http: TestClient, body: dict[str, Any]) -> None:
+    answer = http.post("/api/v1/run_templates/nightly/runs", json=body)
+    assert answer.status_code == 422, answer.text

@@ -97,3 +97,26 @@ def test_steps_that_are_not_an_object_are_a_problem_at_steps() -> None:
     with pytest.raises(InvalidRequest) as caught:
         run_configuration_fields({"steps": [1, 2]}, where="body")
     assert [d.path for d in caught.value.details] == ["body.steps"]
+
+
+@pytest.mark.parametrize(
+    ("configuration", "paths"),
+    [
+        ({"parameters": "x"}, ["parameters"]),
+        ({"parameters": ["ab", ["lr", 0.1]]}, ["parameters"]),
+        ({"steps": {"a": [1]}}, ["steps.a"]),
+        ({"steps": {"a": "s"}}, ["steps.a"]),
+        ({"steps": False}, ["steps"]),
+        ({"steps": {"a": {"parameters": 3}}}, ["steps.a.parameters"]),
+    ],
+)
+def test_a_section_that_is_not_an_object_is_refused_never_converted(configuration: Any, paths: list[str]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        run_configuration_fields(configuration)
+    assert [d.path for d in caught.value.details] == paths
+
+
+def test_a_templates_whole_config_with_its_run_name_is_taken(client: TriggerClient) -> None:
+    config = {"run_name": "training_pipeline-{date}_{time}", "enable_cache": None, "steps": TUTORIAL_STEPS}
+    trigger_pipeline(template_id="nightly", run_configuration=config, client=client)
+    assert queued(client).template == "nightly"
