@@ -166,10 +166,12 @@ def test_dependencies_install_before_the_code_is_copied() -> None:
     assert lines.index("COPY pyproject.toml ./") < install < lines.index("COPY worker ./worker")
 
 
-def test_docker_compose_accepts_the_file_with_env_example_as_env(tmp_path: Path) -> None:
-    """What `cp .env.example .env && docker compose up` reads, checked by compose itself."""
+@pytest.mark.parametrize("env_name", [".env", ".env.example"])
+def test_docker_compose_accepts_the_file_with_env_example_as_env(tmp_path: Path, env_name: str) -> None:
+    """What `cp .env.example .env && docker compose up` reads, checked by compose itself; and a fresh
+    clone, before that copy, validates too (the containers' settings file then is .env.example)."""
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
-    shutil.copy(ENV_EXAMPLE, tmp_path / ".env")
+    shutil.copy(ENV_EXAMPLE, tmp_path / env_name)
     result = subprocess.run(
         [tool("docker-compose"), "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
         capture_output=True,
