@@ -17,6 +17,7 @@ from typing import Any
 from producers.catalog import Catalog, CatalogCheck, CatalogRead, ParameterInfo, PipelineInfo, StepInfo, TemplateInfo
 from producers.contract import TriggerRequest
 from producers.errors import Problem
+from producers.overrides import merged_overrides
 
 TEMPLATE_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.:/-]+?)(?:@(?P<version>\d+))?$")
 """`NAME` or `NAME@VERSION`, as `worker.templates.REF_PATTERN` reads it (a unit test keeps them equal)."""
@@ -150,17 +151,7 @@ def merged(
     template: TemplateInfo, pipeline: PipelineInfo, parameters: dict[str, Any], steps: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """`worker.templates.merged`: the template's configuration with the request's overrides on top."""
-    merged_parameters = dict(template.parameters)
-    for step, params in steps.items():
-        for name in params:
-            feeder = pipeline.feeder(step, name)
-            if feeder is not None and feeder not in parameters:
-                merged_parameters.pop(feeder, None)
-    merged_parameters.update(parameters)
-    merged_steps = {name: dict(params) for name, params in template.steps.items()}
-    for name, params in steps.items():
-        merged_steps.setdefault(name, {}).update(params)
-    return merged_parameters, merged_steps
+    return merged_overrides(template.parameters, template.steps, pipeline.feeder, parameters, steps)
 
 
 def _unknown(kind: str, name: str, known: list[str]) -> str:

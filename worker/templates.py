@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from producers.errors import Problem
+from producers.overrides import merged_overrides
 from worker.errors import LockedOverride, UnknownTemplate
 from worker.signature import PipelineSignature
 
@@ -164,22 +165,8 @@ def _locked_message(template: Template) -> str:
 def merged(
     template: Template, signature: PipelineSignature, parameters: dict[str, Any], steps: dict[str, dict[str, Any]]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The template's configuration with the request's (allowed) overrides on top.
-
-    A step-level override of a parameter that a pipeline argument feeds replaces the
-    template's value of that argument, so it cannot conflict with it.
-    """
-    merged_params = dict(template.parameters)
-    for step_name, params in steps.items():
-        for name in params:
-            feeder = signature.feeder(step_name, name)
-            if feeder is not None and feeder not in parameters:
-                merged_params.pop(feeder, None)
-    merged_params.update(parameters)
-    merged_steps = {name: dict(params) for name, params in template.steps.items()}
-    for name, params in steps.items():
-        merged_steps.setdefault(name, {}).update(params)
-    return merged_params, merged_steps
+    """The template's configuration with the request's (allowed) overrides on top (`merged_overrides`)."""
+    return merged_overrides(template.parameters, template.steps, signature.feeder, parameters, steps)
 
 
 def check_locked(
