@@ -29,6 +29,7 @@ from pydantic_core.core_schema import ValidationInfo
 
 from producers.contract import TriggerRequest, problems_from_validation
 from producers.signing import KEY_ID_PATTERN
+from producers.yaml_file import read_yaml
 
 MIN_SECRET_CHARS = 32
 """A shorter secret is refused: HMAC is only as strong as its key (`secrets.token_urlsafe(32)` gives 43)."""
@@ -108,7 +109,7 @@ class Keyring:
 
 def load_keyring(path: Path | str, environ: Mapping[str, str] | None = None) -> Keyring:
     """Read and check a keys file; `KeysFileError` naming the key and field for anything wrong."""
-    entries = _entries(_read_yaml(Path(path)), path)
+    entries = _entries(read_yaml(Path(path), "keys file", KeysFileError), path)
     keys = [_key(entry, index, environ or os.environ, path) for index, entry in enumerate(entries)]
     ids = [key.id for key in keys]
     repeated = sorted({key_id for key_id in ids if ids.count(key_id) > 1})
@@ -150,21 +151,6 @@ def _secret(item: Any, index: int, environ: Mapping[str, str]) -> str:
             "secret", "secret {index} is shorter than {least} characters", {"index": index, "least": MIN_SECRET_CHARS}
         )
     return item
-
-
-def _read_yaml(path: Path) -> Any:
-    import yaml  # the worker's dependency; producers that only sign never read a keys file
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise KeysFileError(f"keys file {path} cannot be read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, RecursionError):
-        raise KeysFileError(f"keys file {path} is not YAML text") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise KeysFileError(f"keys file {path} is not valid YAML{line}") from None
 
 
 def _entries(data: Any, path: Path | str) -> list[Any]:

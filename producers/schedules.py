@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from producers.catalog import CatalogCheck
 from producers.contract import TriggerRequest, build_request
 from producers.errors import TriggerError
+from producers.yaml_file import read_yaml
 
 UTC = timezone.utc
 SCHEDULE_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
@@ -301,7 +302,7 @@ def fire(client: Any, schedule: Schedule, now: datetime) -> TriggerRequest:
 def load_schedules(path: Path | str) -> list[Schedule]:
     """Read and check a schedules file; `ScheduleFileError` listing every problem, each with its schedule
     and field, so an operator fixes the file in one pass."""
-    data = _read_yaml(Path(path))
+    data = read_yaml(Path(path), "schedules file", ScheduleFileError)
     if not isinstance(data, list):
         raise ScheduleFileError(f"schedules file {path}: expected a list of schedules, got {type(data).__name__}")
     schedules, problems = [], []
@@ -334,23 +335,6 @@ def _repeated_names(entries: list[Any]) -> list[str]:
     return [
         f"schedule {name!r}: name: listed more than once" for name in sorted({n for n in names if names.count(n) > 1})
     ]
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        import yaml  # the worker's dependency: only beat and `trigger schedules` read this file
-    except ImportError as exc:
-        raise ScheduleFileError(f"reading {path} needs pyyaml: pip install 'zenml-queue-trigger[worker]'") from exc
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScheduleFileError(f"schedules file {path} cannot be read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, RecursionError):
-        raise ScheduleFileError(f"schedules file {path} is not YAML text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ScheduleFileError(f"schedules file {path} is not valid YAML{line}") from None
 
 
 def catalog_problems(check: Any, schedules: list[Schedule], now: datetime) -> tuple[list[str], list[str]]:
