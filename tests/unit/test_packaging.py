@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.catalog import MINIMAL_CATALOG
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,22 +38,6 @@ def test_drift_detection_pulls_in_its_extra_and_nothing_of_the_worker() -> None:
 
 def test_the_early_check_runs_without_zenml_or_the_worker() -> None:
     """Checking a request against a catalog needs jsonschema, and still no ZenML, worker or pydantic adapters of its."""
-    catalog = {
-        "catalog_version": 1,
-        "content_hash": "sha256:x",
-        "published_at": "2026-01-01T00:00:00Z",
-        "stale_after": 1e12,
-        "refresh_interval": 60,
-        "queue": "zenml-triggers",
-        "publisher": "host:1",
-        "pipelines": [
-            {
-                "name": "p",
-                "source": "m:p",
-                "parameters": [{"name": "n", "type": "int", "json_schema": {"type": "integer"}}],
-            }
-        ],
-    }
     code = (
         "import json, sys, fakeredis; from producers import TriggerClient, ProducerSettings; "
         "r = fakeredis.FakeRedis(); r.set('zenml-trigger:catalog:zenml-triggers', sys.argv[1]); "
@@ -60,7 +46,7 @@ def test_the_early_check_runs_without_zenml_or_the_worker() -> None:
         "{'zenml', 'worker', 'pipelines', 'celery', 'jsonschema'})]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(catalog)], cwd=REPO, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code, json.dumps(MINIMAL_CATALOG)], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == [["parameters.n"], ["jsonschema"]]
 

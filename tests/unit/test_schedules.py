@@ -27,6 +27,7 @@ from producers.schedules import (
 )
 from producers.settings import ProducerSettings
 from producers.state import Status
+from tests.support.catalog import MINIMAL_CATALOG
 
 UTC = timezone.utc
 
@@ -224,25 +225,11 @@ class TestFiring:
         assert client.status(first.request_id).status is Status.FAILED
 
 
-CATALOG = {
-    "catalog_version": 1,
-    "content_hash": "sha256:x",
-    "published_at": "2026-01-01T00:00:00Z",
-    "stale_after": 1e12,
-    "refresh_interval": 60,
-    "queue": "zenml-triggers",
-    "publisher": "host:1",
-    "pipelines": [
-        {"name": "p", "source": "m:p", "parameters": [{"name": "n", "type": "int", "json_schema": {"type": "integer"}}]}
-    ],
-}
-
-
 class TestStartChecks:
     def test_a_schedule_the_catalog_rejects_stops_beat(self, tmp_path: Path, fake_redis: fakeredis.FakeRedis) -> None:
         from worker.beat import checked_schedules
 
-        fake_redis.set("zenml-trigger:catalog:zenml-triggers", json.dumps(CATALOG))
+        fake_redis.set("zenml-trigger:catalog:zenml-triggers", json.dumps(MINIMAL_CATALOG))
         path = write(
             tmp_path,
             "- {name: ok, every: 60, pipeline: p, parameters: {n: 1}}\n"
