@@ -12,7 +12,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     REMAP_SIGTERM=SIGQUIT
 
 # A fixed uid, so a volume written by `init` is readable by every worker replica.
-# /zenml/.zenconfig/local_stores: where the server's default stack puts its local artifact store;
+# /zenml/.zenconfig/local_stores: where the workers keep the default stack's local artifact store
+# (ZENML_LOCAL_STORES_PATH in docker-compose.yml);
 # owned by that user here, so the volume workers share there is writable by them.
 RUN groupadd --system --gid 10001 trigger \
     && useradd --system --uid 10001 --gid trigger --create-home --home-dir /home/trigger trigger \
@@ -25,7 +26,7 @@ WORKDIR /app
 # not on every edit of the code.
 COPY pyproject.toml ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['worker'] + p['optional-dependencies']['gateway']))" \
+x = p['optional-dependencies']; print('\n'.join(p['dependencies'] + x['worker'] + x['gateway'] + x['flower']))" \
         > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
     && rm /tmp/requirements.txt

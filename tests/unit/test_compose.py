@@ -28,7 +28,6 @@ COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 DOCKERFILE = REPO / "Dockerfile"
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-?][^}]*)?\}")
-OUR_IMAGE = {"init", "worker", "beat", "gateway"}
 
 
 def services() -> dict[str, dict[str, Any]]:
@@ -146,7 +145,7 @@ def test_zenml_server_image_matches_the_installed_zenml() -> None:
 
 def test_images_are_pinned() -> None:
     for name, service in services().items():
-        if name in OUR_IMAGE:
+        if "build" in service:  # our image, built from the Dockerfile
             continue
         assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", service["image"]), f"{name}: {service['image']}"
 
