@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.support.tools import tool
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -66,8 +67,7 @@ class StackError(AssertionError):
 
 def compose_config(project: Path, env_file: Path) -> dict[str, Any]:
     """`docker-compose config` of the project with `env_file` as its .env, `$$` unescaped as compose runs it."""
-    compose = shutil.which("docker-compose") or str(VENV_BIN / "docker-compose")
-    command = [compose, "--project-directory", str(project), "--env-file", str(env_file)]
+    command = [tool("docker-compose"), "--project-directory", str(project), "--env-file", str(env_file)]
     result = subprocess.run(
         [*command, "-f", str(project / "docker-compose.yml"), "config"], capture_output=True, text=True, timeout=60
     )

