@@ -10,6 +10,7 @@ variable or a broken healthcheck fails here, without containers.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import urllib.error
@@ -117,6 +118,18 @@ def server_run(stack: LocalStack, run_id: str, monkeypatch: pytest.MonkeyPatch, 
         Client._reset_instance()
 
 
+def flower_status(stack: LocalStack, credentials: str | None) -> int:
+    """The status Flower's dashboard answers with, signed in with `user:password` or not at all."""
+    request = urllib.request.Request(f"http://127.0.0.1:{stack.local_port('flower', 5555)}/")
+    if credentials is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
 def test_the_stack_comes_up_runs_a_gateway_request_on_the_server_and_fires_a_schedule(
     compose_stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,3 +148,6 @@ def test_the_stack_comes_up_runs_a_gateway_request_on_the_server_and_fires_a_sch
     scheduled = wait_terminal(compose_stack, fired, timeout=120)
     assert scheduled["status"] == "succeeded", f"{scheduled}\n{compose_stack.logs()}"
     assert scheduled["source"] == "schedule:smoke"
+
+    credentials = compose_stack.services["flower"].env["FLOWER_BASIC_AUTH"]
+    assert (flower_status(compose_stack, None), flower_status(compose_stack, credentials)) == (401, 200)
