@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -48,6 +49,8 @@ def env_file(directory: Path, **overrides: str) -> Path:
 @pytest.fixture
 def compose_stack(tmp_path: Path) -> Iterator[LocalStack]:
     """The stack up: every service started and healthy (or, for init, finished); all stopped afterwards."""
+    if os.geteuid() != 0:
+        pytest.fail("the compose smoke test gives each service its own namespaces (unshare, nsenter): run it as root")
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(SCHEDULES)
     env = env_file(tmp_path, STACK_ENV_FILE=str(tmp_path / ".env"), TRIGGER_SCHEDULES_HOST_FILE=str(schedules))
@@ -142,6 +145,7 @@ def test_the_stack_comes_up_runs_a_gateway_request_on_the_server_and_fires_a_sch
     assert state["status"] == "succeeded", f"{state}\n{compose_stack.logs()}"
     run = server_run(compose_stack, state["run_id"], monkeypatch, tmp_path / "client")
     assert (run.pipeline.name, str(run.status)) == ("training_pipeline", "completed")
+    assert run.user is not None and run.user.name == "trigger-workers", "the run is not the workers' account's"
     assert any((compose_stack.workdir / "volumes" / "artifacts").iterdir()), "no artifact in the shared volume"
 
     fired = first_fired_slot(compose_stack, tmp_path / "schedules.yaml", started, timeout=60)
