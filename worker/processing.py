@@ -76,6 +76,14 @@ class InternalError(PermanentError):
     """The worker hit an unexpected error; the request is dead-lettered for replay."""
 
 
+class HandedOn(Exception):
+    """A run the worker's shutdown cut off was handed on (`Processor._hand_on`); `state` is what was recorded."""
+
+    def __init__(self, state: RequestState) -> None:
+        super().__init__(state.request_id)
+        self.state = state
+
+
 @dataclass(frozen=True)
 class Job:
     """A decoded request, the delivery that carried it (whose raw bytes any dead letter keeps), and the
@@ -424,6 +432,8 @@ class Processor:
             outcome = self._execute(job, target, state)
             self.s.checkpoint("ran", job.request.request_id)
             return self._record_outcome(job, state, outcome)
+        except HandedOn as handed:
+            return handed.state
         except PipelineRunFailed as exc:
             state = state.model_copy(update={"run_id": exc.run_id or state.run_id})
             return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
@@ -502,16 +512,23 @@ class Processor:
             raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
 
     def _execute(self, job: Job, target: Target, started: RequestState) -> RunOutcome:
-        """Run within the target's time limit; a run cut off by a shutdown hands its request on first."""
+        """Run within the target's time limit; a run cut off by a shutdown hands its request on first.
+
+        The exception goes on if it is the process's own exit (a pool child's `SystemExit`); one raised
+        in the run (ZenML's `RunInterruptedException` with `--pool solo`) becomes `HandedOn`.
+        """
         try:
             with deadline(self._time_limit(target), f"run {started.run_name}"):
                 return self._run(job, target, started)
-        except BaseException:
-            if self.s.stopping():
-                self._hand_on(job, started)
-            raise
+        except BaseException as exc:
+            if not self.s.stopping():
+                raise
+            handed = self._hand_on(job, started)
+            if not isinstance(exc, Exception):
+                raise
+            raise HandedOn(handed) from exc
 
-    def _hand_on(self, job: Job, started: RequestState) -> None:
+    def _hand_on(self, job: Job, started: RequestState) -> RequestState:
         """The worker stops mid-run: mark the run failed in ZenML and schedule the next attempt, as a retry.
 
         Recorded under the lease, before it is released, so the copy kombu puts back on the queue finds
@@ -523,9 +540,10 @@ class Processor:
             run_id = self.s.runner.abandon(started.run_name, reason) if started.run_name else None
             state = started.model_copy(update={"run_id": run_id or started.run_id})
             self.log.warning("trigger.interrupted", attempt=state.attempts, run_id=state.run_id, reason=reason)
-            self._retry_or_give_up(job, state, WorkerShutdown(reason))
+            return self._retry_or_give_up(job, state, WorkerShutdown(reason))
         except Exception as exc:  # noqa: BLE001 - the process is on its way out; the restored copy recovers it
             self.log.error("trigger.interrupt_unrecorded", error=f"{type(exc).__name__}: {exc}")
+            return started
 
     def _time_limit(self, target: Target) -> float:
         """Seconds the run may take: `template:NAME`, then the pipeline, then the default."""

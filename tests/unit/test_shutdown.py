@@ -93,6 +93,14 @@ def test_stopping_is_billiards_terminate_flag(monkeypatch: pytest.MonkeyPatch) -
     assert shutdown.stopping() is True
 
 
+@pytest.mark.parametrize("flag", ["should_stop", "should_terminate"])
+def test_with_the_solo_pool_stopping_is_the_workers_own_shutdown(monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    from celery.worker import state
+
+    monkeypatch.setattr(state, flag, 0)  # EX_OK: a warm shutdown's exit code is still a shutdown
+    assert shutdown.stopping() is True
+
+
 def test_celery_gets_the_shutdown_remote_control_and_event_settings() -> None:
     default = celery_config(WorkerSettings())
     chosen = celery_config(WorkerSettings(soft_shutdown_timeout=45, remote_control=False, task_events=True))
@@ -102,3 +110,20 @@ def test_celery_gets_the_shutdown_remote_control_and_event_settings() -> None:
     assert chosen["worker_soft_shutdown_timeout"] == 45
     assert chosen["worker_enable_remote_control"] is False and chosen["worker_send_task_events"] is True
     assert default["broker_transport_options"]["guarded_queues"] == ("zenml-triggers",)
+
+
+def test_with_the_solo_pool_the_interrupted_run_is_handed_on_not_recorded_failed(
+    make_services: Callable[..., Any], runner: Any
+) -> None:
+    """ZenML's SIGTERM handler raises in the step, so the runner reports a failed run; the shutdown wins."""
+    from worker.errors import PipelineRunFailed
+
+    runner.script.append(PipelineRunFailed("run failed: RunInterruptedException: The execution was interrupted."))
+    services = make_services(runner)
+    services.stopping = lambda: True
+
+    state = Processor(services).handle(deliver(make_request(request_id="solo-1")))
+
+    assert state.status is Status.RETRYING and state.error is not None and state.error.type == "WorkerShutdown"
+    assert stored(Processor(services), "solo-1").status is Status.RETRYING
+    assert services.dead_letters.get("solo-1") is None
