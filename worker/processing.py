@@ -515,13 +515,16 @@ class Processor:
         """Run within the target's time limit; a run cut off by a shutdown hands its request on first.
 
         The exception goes on if it is the process's own exit (a pool child's `SystemExit`); one raised
-        in the run (ZenML's `RunInterruptedException` with `--pool solo`) becomes `HandedOn`.
+        in the run (ZenML's `RunInterruptedException` with `--pool solo`) becomes `HandedOn`. A run past
+        its time limit is not handed on: the terminate signal is the pool's hard limit, and the main
+        process records the request `failed` (`record_killed`).
         """
+        limit, began = self._time_limit(target), time.monotonic()
         try:
-            with deadline(self._time_limit(target), f"run {started.run_name}"):
+            with deadline(limit, f"run {started.run_name}"):
                 return self._run(job, target, started)
         except BaseException as exc:
-            if not self.s.stopping():
+            if not self.s.stopping() or time.monotonic() - began >= limit:
                 raise
             handed = self._hand_on(job, started)
             if not isinstance(exc, Exception):

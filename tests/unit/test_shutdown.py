@@ -127,3 +127,18 @@ def test_with_the_solo_pool_the_interrupted_run_is_handed_on_not_recorded_failed
     assert state.status is Status.RETRYING and state.error is not None and state.error.type == "WorkerShutdown"
     assert stored(Processor(services), "solo-1").status is Status.RETRYING
     assert services.dead_letters.get("solo-1") is None
+
+
+def test_a_run_past_its_time_limit_is_left_to_the_pools_hard_limit(
+    make_services: Callable[..., Any], runner: Any, worker_settings: Any
+) -> None:
+    """The pool's hard time limit also sends the child a terminate signal: that is no shutdown to hand on."""
+    runner.script.append(CUT_OFF)
+    services = make_services(runner, settings=worker_settings.model_copy(update={"run_timeout": 0.0}))
+    services.stopping = lambda: True
+
+    with pytest.raises(SystemExit):
+        Processor(services).handle(deliver(make_request(request_id="late-1")))
+
+    assert stored(Processor(services), "late-1").status is Status.RUNNING
+    assert runner.abandoned == [] and services.schedule.pending() == 0
