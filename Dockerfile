@@ -7,8 +7,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ZENML_ANALYTICS_OPT_IN=false \
-    # Celery: SIGTERM (docker stop) starts a soft shutdown, so running pipelines get the
-    # stop_grace_period to finish instead of being killed mid-run (acks_late redelivers otherwise).
+    # Celery: SIGTERM (docker stop) starts the cold shutdown, softened by TRIGGER_SOFT_SHUTDOWN_TIMEOUT:
+    # runs still going after it are handed on to the next worker at once, not left to a lease timeout.
     REMAP_SIGTERM=SIGQUIT
 
 # A fixed uid, so a volume written by `init` is readable by every worker replica.

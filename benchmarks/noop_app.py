@@ -1,7 +1,7 @@
 """A plain Celery app with one no-op task: the baseline `duplicate_storm.py` compares the trigger worker to.
 
 Its configuration is the trigger worker's own (`worker.app.celery_config`: JSON only, acks_late,
-reject on worker loss, prefetch 1, no results, no events, no remote control, the same transport
+reject on worker loss, prefetch 1, no results, no task events, remote control on, the same transport
 options) except the transport, which is kombu's stock Redis one. The task records when it ran by
 pushing `time.time()` onto a Redis list (one round trip, like the trigger worker's terminal state
 write), so the benchmark can read both the count and the first/last completion time.

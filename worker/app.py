@@ -24,6 +24,7 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
             "socket_timeout": 30,
             "socket_connect_timeout": 5,
             "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
+            "guarded_queues": (settings.queue,),
         },
         "broker_use_ssl": broker_tls(settings.redis_url),
         "broker_connection_retry_on_startup": True,
@@ -42,8 +43,12 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "task_queues": None,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "worker_send_task_events": False,
-        "worker_enable_remote_control": False,
+        "worker_send_task_events": settings.task_events,
+        "worker_enable_remote_control": settings.remote_control,
+        # A cold shutdown lets running requests go on this long, then stops them; kombu puts their
+        # unacknowledged messages back on the queue as the worker closes (see README "Stopping").
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_timeout,
+        "worker_enable_soft_shutdown_on_idle": False,
         # `celery -A worker beat` runs the schedules file through the scheduler that enqueues requests.
         "beat_scheduler": "worker.beat:TriggerScheduler",
     }

@@ -33,6 +33,7 @@ __all__ = [
     "UnknownPipeline",
     "UnknownTemplate",
     "WorkerLost",
+    "WorkerShutdown",
 ]
 
 
@@ -75,3 +76,7 @@ class RunTimeout(PipelineRunFailed):
 
 class WorkerLost(TransientError):
     """An attempt died with its worker (killed, out of memory, or the machine went away)."""
+
+
+class WorkerShutdown(TransientError):
+    """The worker shut down during the run; the request runs again, on this worker's successor or another."""

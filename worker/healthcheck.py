@@ -2,10 +2,10 @@
 
 `python -m worker.healthcheck beat` checks a beat container the same way.
 
-`celery inspect ping` is not available (the worker disables remote control), and importing the
-Celery app would cost seconds. So the check asks the two things that matter: is the container's
-main process still a `trigger worker` (not a shell left after a failed `exec`, not a zombie), and
-does Redis answer from here. Exit 0 when healthy, 1 with the reason on stderr.
+`celery -A worker inspect ping` works (remote control is on by default), but it imports the Celery
+app and waits for replies, which costs seconds every 30 s. So the check asks the two things that
+matter: is the container's main process still a `trigger worker` (not a shell left after a failed
+`exec`, not a zombie), and does Redis answer from here. Exit 0 when healthy, 1 with the reason on stderr.
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ from worker.errors import (
     UnknownPipeline,
     UnknownTemplate,
     WorkerLost,
+    WorkerShutdown,
 )
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
@@ -73,6 +74,14 @@ RESOLVE_RETRY_S = 5.0
 
 class InternalError(PermanentError):
     """The worker hit an unexpected error; the request is dead-lettered for replay."""
+
+
+class HandedOn(Exception):
+    """A run the worker's shutdown cut off was handed on (`Processor._hand_on`); `state` is what was recorded."""
+
+    def __init__(self, state: RequestState) -> None:
+        super().__init__(state.request_id)
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,8 @@ class Services:
     runner: ZenMLRunner
     templates: TemplateStore
     server: ServerBackend
+    stopping: Callable[[], bool] = field(default=lambda: False)
+    """Whether this process is being stopped by a shutdown (see `worker.shutdown.stopping`)."""
     checkpoint: Callable[[str, str], None] = field(default=lambda point, request_id: None)
     """Called at each named step of the walk with the request id: where tests pause, crash or break Redis."""
 
@@ -421,6 +432,8 @@ class Processor:
             outcome = self._execute(job, target, state)
             self.s.checkpoint("ran", job.request.request_id)
             return self._record_outcome(job, state, outcome)
+        except HandedOn as handed:
+            return handed.state
         except PipelineRunFailed as exc:
             state = state.model_copy(update={"run_id": exc.run_id or state.run_id})
             return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
@@ -499,9 +512,41 @@ class Processor:
             raise StoreUnavailable(f"ZenML store unavailable while resolving template {ref}: {exc}") from exc
 
     def _execute(self, job: Job, target: Target, started: RequestState) -> RunOutcome:
-        """Run within the target's time limit."""
-        with deadline(self._time_limit(target), f"run {started.run_name}"):
-            return self._run(job, target, started)
+        """Run within the target's time limit; a run cut off by a shutdown hands its request on first.
+
+        The exception goes on if it is the process's own exit (a pool child's `SystemExit`); one raised
+        in the run (ZenML's `RunInterruptedException` with `--pool solo`) becomes `HandedOn`. A run past
+        its time limit is not handed on: the terminate signal is the pool's hard limit, and the main
+        process records the request `failed` (`record_killed`).
+        """
+        limit, began = self._time_limit(target), time.monotonic()
+        try:
+            with deadline(limit, f"run {started.run_name}"):
+                return self._run(job, target, started)
+        except BaseException as exc:
+            if not self.s.stopping() or time.monotonic() - began >= limit:
+                raise
+            handed = self._hand_on(job, started)
+            if not isinstance(exc, Exception):
+                raise
+            raise HandedOn(handed) from exc
+
+    def _hand_on(self, job: Job, started: RequestState) -> RequestState:
+        """The worker stops mid-run: mark the run failed in ZenML and schedule the next attempt, as a retry.
+
+        Recorded under the lease, before it is released, so the copy kombu puts back on the queue finds
+        the request `retrying` and is skipped, and the next attempt does not wait for the lease timeout.
+        Best effort: if Redis is away too, that copy finds the attempt `running` and counts it lost.
+        """
+        reason = f"the worker shut down during run {started.run_name}"
+        try:
+            run_id = self.s.runner.abandon(started.run_name, reason) if started.run_name else None
+            state = started.model_copy(update={"run_id": run_id or started.run_id})
+            self.log.warning("trigger.interrupted", attempt=state.attempts, run_id=state.run_id, reason=reason)
+            return self._retry_or_give_up(job, state, WorkerShutdown(reason))
+        except Exception as exc:  # noqa: BLE001 - the process is on its way out; the restored copy recovers it
+            self.log.error("trigger.interrupt_unrecorded", error=f"{type(exc).__name__}: {exc}")
+            return started
 
     def _time_limit(self, target: Target) -> float:
         """Seconds the run may take: `template:NAME`, then the pipeline, then the default."""

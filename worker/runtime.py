@@ -7,6 +7,7 @@ from typing import Any
 from pipelines.registry import PipelineRegistry
 from producers.client import connect
 from producers.state import StateStore
+from worker import shutdown
 from worker.catalog import CatalogPublisher, list_templates
 from worker.dead_letters import DeadLetterStore
 from worker.idempotency import IdempotencyClaims
@@ -41,6 +42,7 @@ def build_services(settings: WorkerSettings, registry: PipelineRegistry | None =
         server=ServerBackend(
             _zenml_client, wait=settings.wait_for_server_runs, poll_interval=settings.server_poll_interval
         ),
+        stopping=shutdown.stopping,
     )
 
 

@@ -66,6 +66,17 @@ class WorkerSettings(ProducerSettings):
         default=None, description="Local data_url paths must resolve to regular files under this directory."
     )
 
+    soft_shutdown_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a cold shutdown (SIGQUIT; SIGTERM in the image) lets running requests go on "
+        "before they are stopped and their messages put back on the queue (0: stop them at once).",
+    )
+    remote_control: bool = Field(
+        default=True, description="Answer `celery -A worker status`, `inspect` and `control` (and Flower)."
+    )
+    task_events: bool = Field(default=False, description="Send Celery's task events (Flower's task pages need them).")
+
     lease_timeout: int = Field(
         default=60, ge=5, description="Seconds without a heartbeat before a running request is recovered."
     )

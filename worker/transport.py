@@ -18,6 +18,7 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
+from kombu.utils.json import loads as kombu_loads
 
 from producers import keys
 from producers.envelope import CONTENT_TYPE, raw_as_text, task_envelope
@@ -169,7 +170,20 @@ class Channel(kombu_redis.Channel):
 
     max_message_bytes = MAX_MESSAGE_BYTES
     on_arrival: Arrival | None = None
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "max_message_bytes", "on_arrival")
+    guarded_queues: tuple[str, ...] | None = None
+    """Queues whose items go through `load_item` (None: every queue). The worker names its own trigger
+    queue, so Celery's remote-control replies (`<id>.reply.celery.pidbox`, popped like any list) reach
+    `celery inspect` as kombu wrote them instead of being quarantined as garbage requests."""
+    from_transport_options = (
+        *kombu_redis.Channel.from_transport_options,
+        "max_message_bytes",
+        "on_arrival",
+        "guarded_queues",
+    )
+
+    def guards(self, queue: str) -> bool:
+        """Whether items popped from `queue` are checked as trigger task messages."""
+        return self.guarded_queues is None or queue in self.guarded_queues
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
@@ -183,6 +197,9 @@ class Channel(kombu_redis.Channel):
             dest, item = dest__item
             dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(dest)
+            if not self.guards(dest):
+                self.connection._deliver(kombu_loads(bytes_to_str(item)), dest)
+                return True
             message, checked = load_item(item, dest, self.max_message_bytes)
             if not self._settled(checked):
                 self.connection._deliver(message, dest)
@@ -194,6 +211,8 @@ class Channel(kombu_redis.Channel):
                 flush()
 
     def _get(self, queue: str) -> dict[str, Any]:
+        if not self.guards(queue):
+            return super()._get(queue)  # type: ignore[no-any-return]
         with self.conn_or_acquire() as client:
             for pri in self.priority_steps:
                 item = client.rpop(self._q_for_pri(queue, pri))

@@ -240,3 +240,59 @@ class TestSafeLoads:
 def _with_body(message: dict[str, Any], triple: list[Any]) -> dict[str, Any]:
     message["body"] = base64.b64encode(json.dumps(triple).encode()).decode()
     return message
+
+
+class FakeDelivery:
+    def __init__(self) -> None:
+        self.delivered: list[tuple[dict[str, Any], str]] = []
+
+    def _deliver(self, message: dict[str, Any], queue: str) -> None:
+        self.delivered.append((message, queue))
+
+
+class FakeBrpop:
+    """The parts of a redis-py client `Channel._brpop_read` uses: one BRPOP reply."""
+
+    def __init__(self, queue: str, item: bytes) -> None:
+        self.connection = None
+        self.reply = (queue.encode(), item)
+
+    def parse_response(self, connection: Any, command: str, **options: Any) -> tuple[bytes, bytes]:
+        return self.reply
+
+
+class FakeCycle:
+    def rotate(self, queue: str) -> None:
+        pass
+
+
+def popped_by_channel(queue: str, item: bytes, guarded: tuple[str, ...] | None) -> dict[str, Any]:
+    """What a worker channel guarding `guarded` delivers for `item` popped from `queue`."""
+    from worker.transport import Channel
+
+    channel = Channel.__new__(Channel)
+    channel.guarded_queues = guarded
+    channel.connection, channel._queue_cycle = FakeDelivery(), FakeCycle()  # type: ignore[assignment]
+    channel.__dict__["client"] = FakeBrpop(queue, item)
+    channel._in_poll = None
+    channel._brpop_read()
+    [(message, _)] = channel.connection.delivered  # type: ignore[attr-defined]
+    return message
+
+
+class TestGuardedQueues:
+    REPLY = json.dumps({"body": "eyJvayI6IHRydWV9", "headers": {}, "content-type": "application/json"}).encode()
+    """A remote-control reply as kombu's pidbox writes it to `<id>.reply.celery.pidbox`."""
+
+    def test_a_remote_control_reply_reaches_celery_as_kombu_wrote_it(self) -> None:
+        message = popped_by_channel("abc.reply.celery.pidbox", self.REPLY, guarded=(QUEUE,))
+        assert message == json.loads(self.REPLY)
+
+    def test_the_trigger_queue_is_still_guarded(self) -> None:
+        message = popped_by_channel(QUEUE, self.REPLY, guarded=(QUEUE,))
+        _, kwargs, _ = unwrap(message)
+        assert message["headers"]["task"] == keys.TASK_NAME and "not a Celery task envelope" in kwargs["quarantine"]
+
+    def test_without_a_list_every_queue_is_guarded(self) -> None:
+        message = popped_by_channel("abc.reply.celery.pidbox", self.REPLY, guarded=None)
+        assert message["headers"]["task"] == keys.TASK_NAME
