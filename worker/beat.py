@@ -174,9 +174,11 @@ def fire_entry(client: TriggerClient, entry: Schedule, now: datetime) -> str | N
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run the schedules of TRIGGER_SCHEDULES_FILE (same as `celery -A worker beat`)."""
     from worker.app import create_app
+    from worker.logs import start_log_stream
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings()
+    start_log_stream(settings)
     try:
         checked_schedules(settings, TriggerClient.from_settings(settings))
     except ScheduleFileError as exc:

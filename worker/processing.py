@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any
 
 import redis
-import structlog
 
 from pipelines.registry import PipelineRegistry, RegisteredPipeline
 from producers import keys
@@ -55,7 +54,7 @@ from worker.errors import (
 )
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
-from worker.logs import get_logger
+from worker.logs import bound_context, get_logger
 from worker.outcomes import Outcomes, Refused, Step
 from worker.retry import RetryPolicy
 from worker.runner import Provenance, RunOutcome, ZenMLRunner, transient_types
@@ -157,9 +156,7 @@ class Processor:
             request = self._decode(delivery)
         except InvalidRequest as exc:
             return self._record_unreadable(delivery, Status.REJECTED, exc)
-        with structlog.contextvars.bound_contextvars(
-            request_id=request.request_id, pipeline=request.target, source=request.source
-        ):
+        with bound_context(request_id=request.request_id, pipeline=request.target, source=request.source):
             try:
                 self.authorization.check(request, delivery.raw, delivery.signature)
             except InvalidRequest as exc:
@@ -187,9 +184,7 @@ class Processor:
         ended = self.early.check(request).ended
         if ended is None:
             return False
-        with structlog.contextvars.bound_contextvars(
-            request_id=request.request_id, pipeline=request.target, source=request.source
-        ):
+        with bound_context(request_id=request.request_id, pipeline=request.target, source=request.source):
             self._ended_early(request, ended)
         return True
 
@@ -211,7 +206,7 @@ class Processor:
             reason = f"run {state.run_name} ran past its hard time limit of {seconds:g}s; the pool killed its process"
             run_id = self.s.runner.abandon(state.run_name, reason) if state.run_name else None
             state = state.model_copy(update={"run_id": run_id or state.run_id})
-            with structlog.contextvars.bound_contextvars(request_id=request.request_id, pipeline=request.target):
+            with bound_context(request_id=request.request_id, pipeline=request.target):
                 error, attempt = RunTimeout(reason), max(state.attempts, 1)
                 return self._end(state, Status.FAILED, error, attempt, delivery, self.s.leases.holder)
 
@@ -242,7 +237,7 @@ class Processor:
     def _record_unreadable(self, delivery: Delivery, status: Status, exc: Any, readable: bool = False) -> RequestState:
         """Record a delivery that holds no usable request under an id of its own, with its raw bytes."""
         state = self._own_state(delivery, readable)
-        with structlog.contextvars.bound_contextvars(request_id=state.request_id if state else delivery.task_id):
+        with bound_context(request_id=state.request_id if state else delivery.task_id):
             if state is None:
                 self.log.info("trigger.skipped", reason="a redelivery of a message already recorded")
                 return self.s.states.get(delivery.task_id or "") or RequestState(
