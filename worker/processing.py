@@ -62,6 +62,7 @@ from worker.schedule import RetrySchedule
 from worker.server_backend import ServerBackend
 from worker.settings import WorkerSettings
 from worker.signature import PipelineSignature, inspect_pipeline
+from worker.step_watch import Seen, StepWatch
 from worker.templates import Template, TemplateStore, locked_problems, merged
 from worker.validation import RunPlan, plan_run, worker_context
 
@@ -123,6 +124,7 @@ class Processor:
         self.admissions: tuple[Admission, ...] = (self.coalescing,)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST)
         self.authorization = Authorization.from_settings(settings)
+        self.steps = StepWatch(services.runner.running_step, services.states, self.outcomes, settings.step_interval)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -407,20 +409,23 @@ class Processor:
         return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery, job.fence)
 
     def _run_leased(self, job: Job, target: Target, state: RequestState) -> RequestState:
-        """Under the lease: settle an earlier attempt, ask the admission chain, then run this attempt."""
+        """Under the lease: settle an earlier attempt, ask the admission chain, then run this attempt
+        (watching the ZenML step it is in; its state ends with the last step seen)."""
+        seen = Seen()
         try:
             settled = self._settle_earlier(job, target, state) or self._admit(job, state)
             if settled is not None:
                 return settled
             state = self._start(job, state, target)
-            outcome = self._execute(job, target, state)
+            with self.steps.watching(state, job.fence) as seen:
+                outcome = self._execute(job, target, state)
             self.s.checkpoint("ran", job.request.request_id)
-            return self._record_outcome(job, state, outcome)
+            return self._record_outcome(job, seen.stamp(state), outcome)
         except PipelineRunFailed as exc:
-            state = state.model_copy(update={"run_id": exc.run_id or state.run_id})
+            state = seen.stamp(state).model_copy(update={"run_id": exc.run_id or state.run_id})
             return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
         except TransientError as exc:
-            return self._retry_or_give_up(job, state, exc)
+            return self._retry_or_give_up(job, seen.stamp(state), exc)
 
     def _admit(self, job: Job, state: RequestState) -> RequestState | None:
         """Ask the admission chain; None when every control admits the run."""
@@ -579,6 +584,7 @@ class Processor:
             worker=HOST,
             error=None,
             next_attempt_at=None,
+            step=None,
             **self._covered(request.request_id),
         )
         self.outcomes.record(Step(started), job.fence)

@@ -71,6 +71,10 @@ class WorkerSettings(ProducerSettings):
         default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout."
     )
 
+    step_interval: float = Field(
+        default=5.0, ge=0, description="Seconds between looks at the ZenML step a running request is in (0: none)."
+    )
+
     lost_after: float = Field(
         default=300.0,
         gt=0,
