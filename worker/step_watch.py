@@ -27,10 +27,9 @@ Lookup = Callable[[str], "str | None"]
 
 @dataclass
 class Seen:
-    """The last step the watch saw a run in, and the last it recorded on the state."""
+    """The last step the watch saw a run in."""
 
     step: str | None = None
-    recorded: str | None = None
 
     def stamp(self, state: RequestState) -> RequestState:
         """`state` with the last step seen, for the attempt's final state (unchanged when none was)."""
@@ -71,21 +70,19 @@ class StepWatch:
                 failed = True
 
     def _look(self, request_id: str, run_name: str, holder: str, seen: Seen) -> bool:
-        """One look: record a new step; False once there is nothing more to watch (ended, or lease lost)."""
+        """One look: record the step when the state does not show it yet; False once there is nothing more
+        to watch (the request ended, or this worker lost its lease)."""
         step = self.lookup(run_name)
-        if step is None or step == seen.recorded:
+        if step is None:
             return True
         seen.step = step
-        return self._record(request_id, seen, holder)
-
-    def _record(self, request_id: str, seen: Seen, holder: str) -> bool:
         read = self.states.client.get(keys.state_key(request_id))
         state = RequestState.model_validate_json(read) if read else None
         if state is None or state.status is not Status.RUNNING:
             return False
-        outcome = self.outcomes.amend(read, state.model_copy(update={"step": seen.step}), holder)
-        if outcome == "ok":
-            seen.recorded = seen.step
+        if state.step == step:
+            return True
+        outcome = self.outcomes.amend(read, state.model_copy(update={"step": step}), holder)
         return outcome != "fenced"  # 'changed': the walk wrote meanwhile; the next look tries again
 
 

@@ -80,6 +80,15 @@ def test_a_write_of_the_walk_since_the_read_wins(parts: Parts) -> None:
     assert parts.stored() == moved
 
 
+def test_a_step_a_write_of_the_walk_dropped_is_written_again(parts: Parts) -> None:
+    """The walk writes from its own copy of the state (a server run's id, say), which has no step."""
+    seen, watch = Seen(), parts.watch(lambda run_name: "train_model")
+    assert watch._look("r1", "p-r1-1", HOLDER, seen)
+    parts.states.put(parts.started.model_copy(update={"run_id": "server-run-1"}))
+    assert watch._look("r1", "p-r1-1", HOLDER, seen)
+    assert parts.stored().step == "train_model" and parts.stored().run_id == "server-run-1"
+
+
 def test_a_failing_look_up_is_logged_once_and_the_run_goes_on(parts: Parts) -> None:
     looked = threading.Event()
     calls: list[str] = []
