@@ -159,6 +159,7 @@ def _readable_fields(state: RequestState) -> list[tuple[str, Any]]:
         ("template", state.template),
         ("attempts", state.attempts),
         ("run_id", state.run_id),
+        ("step", state.step),
         ("metrics", state.metrics),
         ("lost_attempts", state.lost_attempts or None),
         ("duplicate_of", state.duplicate_of),

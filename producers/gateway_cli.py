@@ -1,9 +1,18 @@
-"""`trigger gateway`: serve the HTTP gateway with uvicorn (extra `gateway`)."""
+"""`trigger gateway`: serve the HTTP gateway with uvicorn (extra `gateway`).
+
+uvicorn is given no logging configuration of its own (`log_config=None`): its error and access
+records reach the root logger's log stream (`producers.logs`), set up in every server process.
+"""
 
 from __future__ import annotations
 
 import click
 import uvicorn
+from fastapi import FastAPI
+
+from producers.gateway import create_app
+from producers.gateway_auth import GatewaySettings
+from producers.logs import configure_logging
 
 
 @click.command()
@@ -15,14 +24,28 @@ def gateway(host: str, port: int, workers: int, log_level: str) -> None:
     """Serve POST /v1/triggers, GET /v1/triggers/{id}, /healthz, /readyz and the OpenAPI docs at /docs.
 
     Settings come from the same TRIGGER_* variables as every producer (TRIGGER_REDIS_URL, TRIGGER_QUEUE,
-    TRIGGER_ENQUEUE_TIMEOUT, ...).
+    TRIGGER_ENQUEUE_TIMEOUT, TRIGGER_LOG_FORMAT, ...).
     """
+    start_log_stream(GatewaySettings())
     uvicorn.run(
-        "producers.gateway:create_app",
+        "producers.gateway_cli:served_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
         log_level=log_level,
+        log_config=None,
         proxy_headers=True,
     )
+
+
+def start_log_stream(settings: GatewaySettings) -> None:
+    """This process's log stream: the supervisor's, and each server process's (uvicorn spawns them afresh)."""
+    configure_logging(settings.log_format, settings.log_level)
+
+
+def served_app() -> FastAPI:
+    """The app factory uvicorn calls in each server process: its log stream, then the gateway."""
+    settings = GatewaySettings()
+    start_log_stream(settings)
+    return create_app(settings)

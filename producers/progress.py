@@ -1,6 +1,7 @@
 """`trigger status ID --wait`: follow a request to its end, showing where it is on the way.
 
-On a terminal, one line is rewritten in place (state, attempt, elapsed); when piped, a plain line is
+On a terminal, one line is rewritten in place (state, attempt, elapsed, and the ZenML step running
+when the worker has seen it); when piped, a plain line is
 printed each time the state changes, so a CI log shows the history without control characters.
 Progress goes to stderr: stdout keeps only the final state, as before, for scripts that parse it.
 """
@@ -11,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from producers.state import RequestState
+from producers.state import RequestState, Status
 
 Read = Callable[[], RequestState]
 
@@ -41,7 +42,7 @@ def follow(
 
 
 def progress_line(state: RequestState, waited: float) -> str:
-    """`<id>: running · attempt 2 · 14.2s`, plus what the state says of where it is."""
+    """`<id>: running · attempt 2 · 14.2s · step train_model`, plus what the state says of where it is."""
     parts = [f"{state.request_id}: {state.status.value}"]
     if state.attempts:
         parts.append(f"attempt {state.attempts}")
@@ -50,6 +51,8 @@ def progress_line(state: RequestState, waited: float) -> str:
     if state.next_attempt_at is not None and not state.status.terminal:
         parts.append(f"next attempt at {state.next_attempt_at:%H:%M:%S}")
     parts.append(f"{waited:.1f}s")
+    if state.step and state.status is Status.RUNNING:
+        parts.append(f"step {state.step}")
     return " · ".join(parts)
 
 
@@ -59,7 +62,7 @@ def _show(out: TextIO, tty: bool, line: str, shown: str, state: RequestState) ->
         out.write("\r\033[2K" + line)
         out.flush()
         return line
-    key = f"{state.status.value}:{state.attempts}:{state.run_name}"
+    key = f"{state.status.value}:{state.attempts}:{state.run_name}:{state.step}"
     if key != shown:
         out.write(line + "\n")
         out.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, model_validator
@@ -30,6 +31,10 @@ class ProducerSettings(BaseSettings):
         default=None, pattern=rf"^{KEY_ID_PATTERN}$", description="The key requests are signed with (keys file id)."
     )
     key_secret: SecretStr | None = Field(default=None, description="That key's secret; never logged.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="json: one JSON object a line; console: readable; auto: json unless a terminal."
+    )
+    log_level: str = Field(default="INFO", description="Lowest level logged, ours and every library's.")
     schedules_file: Path | None = Field(
         default=None, description="YAML schedules file that `trigger beat` enqueues from (see producers.schedules)."
     )

@@ -105,6 +105,8 @@ class RequestState(BaseModel):
     lost_attempts: int = 0
     run_id: str | None = None
     run_name: str | None = None
+    step: str | None = None
+    """The ZenML step the run was last seen in (while running), or the last one seen (once ended)."""
     metrics: dict[str, JsonValue] | None = None
     error: ErrorInfo | None = None
     duplicate_of: str | None = None

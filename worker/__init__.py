@@ -16,7 +16,9 @@ def __getattr__(name: str) -> Any:
     if name in ("app", "celery"):
         if _app is None:
             from worker.app import create_app
+            from worker.logs import start_log_stream
 
             _app = create_app()
+            start_log_stream(_app.trigger_settings)  # `celery -A worker ...` starts here
         return _app
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from celery import Celery, signals
 
 from producers import keys
+from worker.logs import TriggerBeat, TriggerWorker, on_shutting_down
 from worker.settings import WorkerSettings
 
 
@@ -41,6 +42,8 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_max_memory_per_child": settings.memory_limit_mb * 768 or None,
         "task_default_queue": settings.queue,
         "task_queues": None,
+        # Logging is ours (`worker.logs`, through Celery's `setup_logging` signal): Celery neither
+        # configures the root logger nor redirects stdout; with JSON lines we redirect it ourselves.
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "worker_send_task_events": settings.task_events,
@@ -72,6 +75,8 @@ def create_app(settings: WorkerSettings | None = None) -> Celery:
     app.conf.update(celery_config(settings))
     app.conf.broker_transport_options["on_arrival"] = tasks.end_on_arrival
     app.trigger_settings = settings  # type: ignore[attr-defined]
+    app.Worker = app.subclass_with_self(TriggerWorker)
+    app.Beat = app.subclass_with_self(TriggerBeat)
     tasks.register(app)
     _connect_signals()
     return app
@@ -86,6 +91,8 @@ def _connect_signals() -> None:
         return
     from worker import tasks
 
+    signals.setup_logging.connect(tasks.on_setup_logging, weak=False)
+    signals.worker_shutting_down.connect(on_shutting_down, weak=False)
     signals.worker_init.connect(tasks.on_worker_init, weak=False)
     signals.worker_ready.connect(tasks.on_worker_ready, weak=False)
     signals.worker_process_init.connect(tasks.on_worker_process_init, weak=False)

@@ -14,7 +14,6 @@ state file is needed to remember what already fired.
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,8 +35,9 @@ from producers.schedules import (
     load_schedules,
 )
 from producers.settings import ProducerSettings
+from worker.logs import get_logger
 
-log = logging.getLogger("worker.beat")
+log = get_logger()
 
 FIRE_TASK = "zenml_trigger.schedule"
 """The entries' task name; it names no registered task: `TriggerScheduler` enqueues itself and sends none."""
@@ -116,7 +116,7 @@ def checked_schedules(settings: ProducerSettings, client: TriggerClient) -> list
     schedules = load_schedules(settings.schedules_file)
     problems, skipped = catalog_problems(client.check, schedules, datetime.now(timezone.utc))
     for note in skipped:
-        log.warning("trigger.schedule_check_skipped %s; the worker still validates every request", note)
+        log.warning("trigger.schedule_check_skipped", reason=f"{note}; the worker still validates every request")
     if problems:
         raise ScheduleFileError(f"schedules file {settings.schedules_file}: " + "; ".join(problems))
     return schedules
@@ -158,13 +158,13 @@ def fire_entry(client: TriggerClient, entry: Schedule, now: datetime) -> str | N
     try:
         request = fire(client, entry, now)
     except TriggerError as exc:
-        log.error("trigger.schedule_fire_failed schedule=%s error=%s", entry.name, exc)
+        log.error("trigger.schedule_fire_failed", schedule=entry.name, error=str(exc))
         return None
     log.info(
-        "trigger.schedule_fired schedule=%s request_id=%s idempotency_key=%s",
-        entry.name,
-        request.request_id,
-        request.idempotency_key,
+        "trigger.schedule_fired",
+        schedule=entry.name,
+        request_id=request.request_id,
+        idempotency_key=request.idempotency_key,
     )
     return request.request_id
 
@@ -174,9 +174,11 @@ def fire_entry(client: TriggerClient, entry: Schedule, now: datetime) -> str | N
 def beat(celery_args: tuple[str, ...]) -> None:
     """Run the schedules of TRIGGER_SCHEDULES_FILE (same as `celery -A worker beat`)."""
     from worker.app import create_app
+    from worker.logs import start_log_stream
     from worker.settings import WorkerSettings
 
     settings = WorkerSettings()
+    start_log_stream(settings)
     try:
         checked_schedules(settings, TriggerClient.from_settings(settings))
     except ScheduleFileError as exc:

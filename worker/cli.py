@@ -53,8 +53,11 @@ def pipelines(as_json: bool, from_catalog: bool) -> None:
 def worker(celery_args: tuple[str, ...]) -> None:
     """Start the worker (same as `celery -A worker worker`); extra arguments go to Celery."""
     from worker.app import create_app
+    from worker.logs import start_log_stream
 
-    app = create_app(WorkerSettings())
+    settings = WorkerSettings()
+    start_log_stream(settings)
+    app = create_app(settings)
     app.worker_main(["worker", "--loglevel", "INFO", *celery_args])
 
 

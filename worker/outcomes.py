@@ -46,6 +46,15 @@ prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON
 five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id. Returns 'ok', 'fenced'
 or 'terminal'. Any status but `queued` means a worker took the request on: it is no longer waiting."""
 
+_AMEND = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 'changed' end
+redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+return 'ok'
+"""
+"""KEYS: state, lease. ARGV: holder, the state as read, the amended state. A compare-and-set fenced by the
+lease: 'fenced' when the holder lost it, 'changed' when the state moved on since it was read."""
+
 _TERMINAL = json.dumps(sorted(status.value for status in TERMINAL))
 _NO_LETTER = ["", "", 0, 0, 0, 0]
 
@@ -76,6 +85,7 @@ class Outcomes:
         self.letters = letters
         self.schedule = schedule
         self._record = states.client.register_script(_RECORD)
+        self._amend = states.client.register_script(_AMEND)
 
     def record(self, step: Step, holder: str | None) -> None:
         """Write `step`, fenced by `holder`'s lease when given; `Refused` when the protocol forbids it."""
@@ -98,3 +108,13 @@ class Outcomes:
         reason = result.decode() if isinstance(result, bytes) else str(result)
         if reason != "ok":
             raise Refused(reason, state.request_id)
+
+    def amend(self, read: bytes, state: RequestState, holder: str) -> str:
+        """Replace the state exactly as `read` with `state` under `holder`'s lease: 'ok', 'fenced' or 'changed'.
+
+        For details of a running attempt (the ZenML step it is in) written beside the walk's own writes,
+        which always win: anything they wrote since `read` makes this a no-op.
+        """
+        keys_ = [keys.state_key(state.request_id), keys.lease_key(state.request_id)]
+        result = self._amend(keys=keys_, args=[holder, read, state.to_json()])
+        return result.decode() if isinstance(result, bytes) else str(result)

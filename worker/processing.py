@@ -16,7 +16,6 @@ from functools import partial
 from typing import Any
 
 import redis
-import structlog
 
 from pipelines.registry import PipelineRegistry, RegisteredPipeline
 from producers import keys
@@ -56,7 +55,7 @@ from worker.errors import (
 )
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
-from worker.logs import get_logger
+from worker.logs import bound_context, get_logger
 from worker.outcomes import Outcomes, Refused, Step
 from worker.retry import RetryPolicy
 from worker.runner import Provenance, RunOutcome, ZenMLRunner, transient_types
@@ -64,6 +63,7 @@ from worker.schedule import RetrySchedule
 from worker.server_backend import ServerBackend
 from worker.settings import WorkerSettings
 from worker.signature import PipelineSignature, inspect_pipeline
+from worker.step_watch import Seen, StepWatch
 from worker.templates import Template, TemplateStore, locked_problems, merged
 from worker.validation import RunPlan, plan_run, worker_context
 
@@ -135,6 +135,7 @@ class Processor:
         self.admissions: tuple[Admission, ...] = (self.coalescing,)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST)
         self.authorization = Authorization.from_settings(settings)
+        self.steps = StepWatch(services.runner.running_step, services.states, self.outcomes, settings.step_interval)
         self.log = get_logger()
         self._signatures: dict[str, PipelineSignature] = {}
 
@@ -168,9 +169,7 @@ class Processor:
             request = self._decode(delivery)
         except InvalidRequest as exc:
             return self._record_unreadable(delivery, Status.REJECTED, exc)
-        with structlog.contextvars.bound_contextvars(
-            request_id=request.request_id, pipeline=request.target, source=request.source
-        ):
+        with bound_context(request_id=request.request_id, pipeline=request.target, source=request.source):
             try:
                 self.authorization.check(request, delivery.raw, delivery.signature)
             except InvalidRequest as exc:
@@ -198,9 +197,7 @@ class Processor:
         ended = self.early.check(request).ended
         if ended is None:
             return False
-        with structlog.contextvars.bound_contextvars(
-            request_id=request.request_id, pipeline=request.target, source=request.source
-        ):
+        with bound_context(request_id=request.request_id, pipeline=request.target, source=request.source):
             self._ended_early(request, ended)
         return True
 
@@ -222,7 +219,7 @@ class Processor:
             reason = f"run {state.run_name} ran past its hard time limit of {seconds:g}s; the pool killed its process"
             run_id = self.s.runner.abandon(state.run_name, reason) if state.run_name else None
             state = state.model_copy(update={"run_id": run_id or state.run_id})
-            with structlog.contextvars.bound_contextvars(request_id=request.request_id, pipeline=request.target):
+            with bound_context(request_id=request.request_id, pipeline=request.target):
                 error, attempt = RunTimeout(reason), max(state.attempts, 1)
                 return self._end(state, Status.FAILED, error, attempt, delivery, self.s.leases.holder)
 
@@ -253,7 +250,7 @@ class Processor:
     def _record_unreadable(self, delivery: Delivery, status: Status, exc: Any, readable: bool = False) -> RequestState:
         """Record a delivery that holds no usable request under an id of its own, with its raw bytes."""
         state = self._own_state(delivery, readable)
-        with structlog.contextvars.bound_contextvars(request_id=state.request_id if state else delivery.task_id):
+        with bound_context(request_id=state.request_id if state else delivery.task_id):
             if state is None:
                 self.log.info("trigger.skipped", reason="a redelivery of a message already recorded")
                 return self.s.states.get(delivery.task_id or "") or RequestState(
@@ -423,22 +420,25 @@ class Processor:
         return self._end(state, Status.REJECTED, exc, state.attempts + 1, job.delivery, job.fence)
 
     def _run_leased(self, job: Job, target: Target, state: RequestState) -> RequestState:
-        """Under the lease: settle an earlier attempt, ask the admission chain, then run this attempt."""
+        """Under the lease: settle an earlier attempt, ask the admission chain, then run this attempt
+        (watching the ZenML step it is in; its state ends with the last step seen)."""
+        seen = Seen()
         try:
             settled = self._settle_earlier(job, target, state) or self._admit(job, state)
             if settled is not None:
                 return settled
             state = self._start(job, state, target)
-            outcome = self._execute(job, target, state)
+            with self.steps.watching(state, job.fence) as seen:
+                outcome = self._execute(job, target, state)
             self.s.checkpoint("ran", job.request.request_id)
-            return self._record_outcome(job, state, outcome)
+            return self._record_outcome(job, seen.stamp(state), outcome)
         except HandedOn as handed:
             return handed.state
         except PipelineRunFailed as exc:
-            state = state.model_copy(update={"run_id": exc.run_id or state.run_id})
+            state = seen.stamp(state).model_copy(update={"run_id": exc.run_id or state.run_id})
             return self._end(state, Status.FAILED, exc, state.attempts, job.delivery, job.fence)
         except TransientError as exc:
-            return self._retry_or_give_up(job, state, exc)
+            return self._retry_or_give_up(job, seen.stamp(state), exc)
 
     def _admit(self, job: Job, state: RequestState) -> RequestState | None:
         """Ask the admission chain; None when every control admits the run."""
@@ -629,6 +629,7 @@ class Processor:
             worker=HOST,
             error=None,
             next_attempt_at=None,
+            step=None,
             **self._covered(request.request_id),
         )
         self.outcomes.record(Step(started), job.fence)

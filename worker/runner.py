@@ -170,6 +170,22 @@ class ZenMLRunner:
             return None
         return None if run is None else str(run.id)
 
+    def running_step(self, run_name: str) -> str | None:
+        """The step of the run named `run_name` that is running now (the latest started), if any.
+
+        Two small store queries, from the step watch's own thread (see `worker.step_watch`).
+        """
+        from zenml.client import Client
+        from zenml.enums import ExecutionStatus
+
+        run = _run_named(run_name)
+        if run is None:
+            return None
+        steps = Client().list_run_steps(
+            pipeline_run_id=run.id, status=ExecutionStatus.RUNNING.value, sort_by="desc:start_time", size=1
+        )
+        return steps.items[0].name if steps.items else None
+
     def _outcome(self, run: Any, entry: RegisteredPipeline) -> RunOutcome:
         status = getattr(run.status, "value", str(run.status))
         return RunOutcome(

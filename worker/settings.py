@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -27,8 +27,6 @@ class WorkerSettings(ProducerSettings):
         default_factory=lambda: list(BUNDLED_PIPELINES),
         description="Registered pipelines as `module:attribute`, comma-separated.",
     )
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: str = "INFO"
     concurrency: int = Field(default=1, ge=1, description="Pipeline runs in parallel per worker.")
 
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a transient failure is dead-lettered.")
@@ -82,6 +80,10 @@ class WorkerSettings(ProducerSettings):
     )
     heartbeat_interval: float = Field(
         default=10.0, gt=0, description="Seconds between lease heartbeats; keep well under lease_timeout."
+    )
+
+    step_interval: float = Field(
+        default=5.0, ge=0, description="Seconds between looks at the ZenML step a running request is in (0: none)."
     )
 
     lost_after: float = Field(

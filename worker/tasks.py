@@ -19,7 +19,7 @@ from producers.state import StateStore
 from worker.catalog import START_WAIT, CatalogThread
 from worker.dead_letters import DeadLetterStore
 from worker.delivery import Delivery
-from worker.logs import configure_logging, get_logger
+from worker.logs import configure_worker_logging, get_logger
 from worker.processing import Processor
 from worker.runtime import build_catalog_publisher, build_processor
 from worker.schedule import RetrySchedule, ScheduleReleaser
@@ -113,8 +113,14 @@ def processor_for(app: Celery) -> Processor:
 
 def _configure(app: Celery) -> WorkerSettings:
     settings = settings_of(app)
-    configure_logging(settings.log_format, settings.log_level, settings.redact_keys)
+    configure_worker_logging(settings, zenml=True)
     return settings
+
+
+def on_setup_logging(**_: Any) -> None:
+    """Celery's `setup_logging` signal (worker and beat): our log stream, so Celery installs no handler."""
+    if _app is not None:
+        configure_worker_logging(settings_of(_app))
 
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:

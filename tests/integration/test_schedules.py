@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -82,6 +83,7 @@ def test_two_beats_run_each_slot_once(stack: Stack, tmp_path: Path) -> None:
 
 
 def fired_slots(stack: Stack, beat: str) -> set[str]:
-    """The idempotency keys one beat process logged as fired."""
+    """The idempotency keys one beat process logged as fired (its log is JSON lines)."""
     lines = (stack.log_dir / f"{beat}.log").read_text(errors="replace").splitlines()
-    return {line.rsplit("idempotency_key=", 1)[1].strip() for line in lines if "trigger.schedule_fired" in line}
+    records = [json.loads(line) for line in lines if "trigger.schedule_fired" in line]
+    return {record["idempotency_key"] for record in records}

@@ -17,10 +17,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_gateway(env: dict[str, str], cwd: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(
+    env: dict[str, str], cwd: Path, log: Path, log_level: str = "warning"
+) -> tuple[subprocess.Popen[bytes], str]:
     """Start it and wait until `/healthz` answers; the process and its base URL."""
     port = free_port()
-    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", "warning"]
+    command = [sys.executable, "-m", "producers.cli", "gateway", "--port", str(port), "--log-level", log_level]
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -98,6 +98,9 @@ class SimRunner:
             self.ledger.runs[run_name] = "failed"
         return self.run_id(run_name)
 
+    def running_step(self, run_name: str) -> str | None:
+        return None
+
     def link(self, *args: Any) -> None:
         return None
 

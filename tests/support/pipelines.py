@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -11,7 +12,9 @@ from zenml import pipeline, step
 
 @step
 def wait_a_while(seconds: float = 1.0) -> dict[str, float]:
-    """Sleep, so a test can kill the worker mid-run."""
+    """Sleep, so a test can kill the worker mid-run; says so on stdout and in a log record, as steps do."""
+    print(f"waiting {seconds:g}s")
+    logging.getLogger(__name__).info("waited %gs", seconds)
     time.sleep(seconds)
     return {"slept": seconds}
 

@@ -77,6 +77,9 @@ class FakeRunner:
         self.abandoned.append((run_name, reason))
         return f"abandoned-{run_name}"
 
+    def running_step(self, run_name: str) -> str | None:
+        return None
+
 
 @pytest.fixture(scope="session")
 def registry() -> Any:

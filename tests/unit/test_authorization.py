@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
@@ -23,6 +22,7 @@ from producers import TriggerClient, keys
 from producers.contract import TriggerRequest, encode_request
 from producers.credentials import KeysFileError
 from producers.envelope import task_envelope
+from producers.logs import merge_context
 from producers.settings import ProducerSettings
 from producers.signing import sign
 from producers.state import RequestState, Status
@@ -329,7 +329,7 @@ def test_a_copy_of_a_finished_request_that_is_not_signed_is_skipped(processor: P
 
 def test_no_secret_reaches_a_state_a_letter_or_a_log_line(processor: Processor) -> None:
     text = raw_request("leaky", parameters=DATA)
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[merge_context]) as logs:
         for signature in (sign(text, "drift", NEW.encode()), sign(text, "retired", RETIRED.encode()), None):
             push(processor, text, "leaky", signature)
             work_one(processor)

@@ -688,7 +688,7 @@ class TestWorkerStart:
     def _fresh(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         for name in ("_processor", "_catalog_thread"):
             monkeypatch.setattr(tasks, name, None)
-        monkeypatch.setattr(tasks, "configure_logging", lambda *args: None)  # keep logs capturable
+        monkeypatch.setattr(tasks, "configure_worker_logging", lambda *args, **kwargs: None)  # keep logs capturable
         yield
         if tasks._catalog_thread is not None:  # its last log lines must not land in another test's capture
             tasks._catalog_thread.stopped.set()

@@ -12,10 +12,10 @@ from typing import Any
 
 import fakeredis
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from producers.contract import TriggerRequest, encode_request, normalize_steps
+from producers.logs import merge_context
 from producers.state import RequestState, Status
 from worker.errors import PipelineRunFailed, StoreUnavailable
 from worker.processing import Delivery, Processor
@@ -46,7 +46,7 @@ def stored(processor: Processor, request_id: str) -> RequestState:
 class TestSuccess:
     def test_valid_request_succeeds_with_metrics_and_run_id(self, processor: Processor, runner: Any) -> None:
         request = make_request(request_id="ok-1", steps={"train_model": {"n_estimators": 10}}, source="test")
-        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        with capture_logs(processors=[merge_context]) as logs:
             state = processor.handle(deliver(request))
         assert state.status is Status.SUCCEEDED
         assert state.run_id == "run-1"

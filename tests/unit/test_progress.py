@@ -74,6 +74,21 @@ def test_the_line_says_when_a_retry_comes() -> None:
     assert progress_line(retrying, 3.25) == "r1: retrying · attempt 2 · next attempt at 12:30:05 · 3.2s"
 
 
+def test_the_line_shows_the_zenml_step_while_running_and_a_line_per_step_when_piped() -> None:
+    running = state(Status.RUNNING, 1)
+    training = running.model_copy(update={"step": "train_model"})
+    assert progress_line(training, 12.04) == "r1: running · attempt 1 · 12.0s · step train_model"
+    done = state(Status.SUCCEEDED, 1).model_copy(update={"step": "evaluate_model"})
+    assert "step" not in progress_line(done, 20.0), "an ended request is not in a step"
+
+    out, clock = io.StringIO(), Clock()
+    loading = running.model_copy(update={"step": "load_data"})
+    read = scripted(running, loading, loading, training, done)
+    follow(read, 60, out, tty=False, poll=1, clock=clock, sleep=clock.sleep)
+    steps = [line.rsplit(" · ", 1)[-1] for line in out.getvalue().splitlines()]
+    assert steps == ["0.0s", "step load_data", "step train_model", "4.0s"]
+
+
 def test_status_wait_keeps_stdout_for_the_final_state(monkeypatch: pytest.MonkeyPatch) -> None:
     client = TriggerClient(fakeredis.FakeRedis())
     request_id = client.trigger("training_pipeline")

@@ -51,6 +51,9 @@ class AlwaysSucceeds:
     def abandon(self, run_name: str, reason: str) -> None:
         return None
 
+    def running_step(self, run_name: str) -> None:
+        return None
+
 
 def fresh_processor(registry: Any) -> Processor:
     client = fakeredis.FakeRedis()
