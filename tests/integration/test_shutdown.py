@@ -87,4 +87,4 @@ def test_sigterm_to_an_idle_worker_exits_without_the_soft_shutdown_wait(stack: S
     worker.send_signal(signal.SIGTERM)
 
     assert exits(worker, timeout=60) is not None, f"an idle worker waited for its soft shutdown:\n{stack.logs()}"
-    assert stack.logged("Cold shutdown") and not stack.logged("Initiating Soft Shutdown"), stack.logs()
+    assert stack.logged('"how": "Cold"') and not stack.logged("Initiating Soft Shutdown"), stack.logs()
