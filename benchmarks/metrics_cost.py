@@ -5,8 +5,12 @@ Two warm `trigger worker` processes run side by side on queues of their own, one
 validation (an unknown step, as `worker_overhead.py` does) onto one queue at once (`support.enqueue_at_once`)
 and waits for them to end, then does the same on the other; the order flips every round, so drift of the
 machine's load falls on both alike. A round's rate is taken from the workers' own `finished_at` stamps, first
-to last terminal state. At the end the metrics worker's endpoint is scraped, to show it counted every request.
-The Redis db given is flushed before and after. Prints one JSON object.
+to last terminal state; besides each mode's median, the on/off ratio of each round (the two drains of a round
+ran back to back) is reported. At the end the metrics worker's endpoint is scraped, to show it counted every
+request. Then, in this process, the observer's own cost: `MetricsObserver.recorded` for a rejected request's
+step in multiprocess mode, next to the no-op observer metrics off uses, interleaved; that figure does not
+move with the machine's load the way a drain rate does. The Redis db given is flushed before and after.
+Prints one JSON object.
 
     python benchmarks/metrics_cost.py [--requests 1000] [--rounds 6] [--pool solo] [--redis-url redis://127.0.0.1:6379/14]
 """
@@ -102,6 +106,30 @@ def scrape_rejected(port: int) -> float | None:
     return None
 
 
+def observer_cost(calls: int = 100_000, rounds: int = 3) -> dict[str, Any]:
+    """Microseconds per recorded step, metrics observer (multiprocess files) against the no-op one."""
+    directory = tempfile.mkdtemp(prefix="bench-metrics-observer-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    from prometheus_client import values
+
+    values.ValueClass = values.get_value_class()
+    from producers.state import RequestState, Status
+    from worker.metrics import MetricsObserver, WorkerMetrics
+    from worker.outcomes import Step, Unobserved
+
+    state = RequestState(request_id="bench", status=Status.QUEUED, pipeline_name=PIPELINE)
+    step = Step(state.advance(Status.REJECTED), letter=object())  # type: ignore[arg-type]
+    observers = {"metrics_observer": MetricsObserver(WorkerMetrics(), [PIPELINE]), "no_op_observer": Unobserved()}
+    timings: dict[str, list[float]] = {name: [] for name in observers}
+    for _ in range(rounds):
+        for name, observer in observers.items():
+            started = time.perf_counter()
+            for _ in range(calls):
+                observer.recorded(step)
+            timings[name].append((time.perf_counter() - started) / calls * 1e6)
+    return {f"{name}_us_per_step": round(statistics.median(values_), 2) for name, values_ in timings.items()}
+
+
 def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
     rates = [r["requests_per_s"] for r in rounds]
     return {
@@ -156,10 +184,21 @@ def main() -> None:
         on, off = output["metrics_on"]["median_requests_per_s"], output["metrics_off"]["median_requests_per_s"]
         output["on_vs_off_rate"] = round(on / off, 3)
         output["cost_pct"] = round((off / on - 1) * 100, 1)
+        ratios = [
+            round(a["requests_per_s"] / b["requests_per_s"], 3)
+            for a, b in zip(results["metrics_on"], results["metrics_off"], strict=True)
+        ]
+        output["paired_on_vs_off_per_round"] = ratios
+        output["paired_median_on_vs_off"] = round(statistics.median(ratios), 3)
         output["target"] = "metrics on within 5 % of metrics off (cost_pct <= 5)"
         output["metrics_worker_counted_rejected"] = scrape_rejected(port)
         output["metrics_worker_should_count"] = args.rounds * args.requests + 1  # and the readiness probe
         output["worker_exit_codes"] = {mode: worker.stop() for mode, worker in workers.items()}
+        cost = observer_cost()
+        cost["as_pct_of_a_rejection_metrics_off"] = round(
+            cost["metrics_observer_us_per_step"] / (output["metrics_off"]["median_ms_per_request"] * 1000) * 100, 2
+        )
+        output["observer_cost_in_process"] = cost
     except BaseException:
         failed = True
         raise

@@ -16,6 +16,7 @@ from typing import Any
 
 from producers.state import RequestState, Status
 from producers.stats import pipeline_label
+from worker.logs import get_logger
 from worker.outcomes import Observer, Step, Unobserved
 from worker.settings import WorkerSettings
 
@@ -72,6 +73,26 @@ class MetricsObserver:
 
     def recorded(self, step: Step) -> None:
         """Count the step; a `running` one starts an attempt, any other ends the attempt in flight, if any."""
+        try:
+            self._recorded(step)
+        except Exception as exc:  # noqa: BLE001 - the step is recorded; a metric must never undo that
+            _failed(exc)
+
+    def refused(self, step: Step) -> None:
+        """This process lost the request (fenced, or it ended elsewhere): its attempt is no longer in flight."""
+        try:
+            self._stopped(step.state.request_id, None)
+        except Exception as exc:  # noqa: BLE001 - see `recorded`
+            _failed(exc)
+
+    def ended_early(self, state: RequestState) -> None:
+        """A duplicate or superseded request ended on arrival."""
+        try:
+            self.m.requests.labels(pipeline_label(state.pipeline_name, self.pipelines), state.status.value).inc()
+        except Exception as exc:  # noqa: BLE001 - see `recorded`
+            _failed(exc)
+
+    def _recorded(self, step: Step) -> None:
         state = step.state
         pipeline = pipeline_label(state.pipeline_name, self.pipelines)
         if state.status is Status.RUNNING:
@@ -84,14 +105,6 @@ class MetricsObserver:
             self.m.retries.labels(pipeline).inc()
         if step.letter is not None:
             self.m.dead_letters.labels(pipeline).inc()
-
-    def refused(self, step: Step) -> None:
-        """This process lost the request (fenced, or it ended elsewhere): its attempt is no longer in flight."""
-        self._stopped(step.state.request_id, None)
-
-    def ended_early(self, state: RequestState) -> None:
-        """A duplicate or superseded request ended on arrival."""
-        self.m.requests.labels(pipeline_label(state.pipeline_name, self.pipelines), state.status.value).inc()
 
     def _started(self, state: RequestState, pipeline: str) -> None:
         if state.request_id in self._running:  # the run id recorded mid-run: the same attempt
@@ -112,6 +125,11 @@ class MetricsObserver:
         self.m.in_flight.labels(pipeline).dec()
         if status is not None:
             self.m.run_duration.labels(pipeline, status).observe(self.clock() - at)
+
+
+def _failed(exc: Exception) -> None:
+    """A metric update failed (the metrics directory gone, a full disk): say so; the request is unaffected."""
+    get_logger().warning("trigger.metrics_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 _shared: WorkerMetrics | None = None

@@ -201,3 +201,13 @@ def test_only_a_first_attempt_is_a_queue_wait() -> None:
 def test_metrics_off_means_no_observer() -> None:
     settings = WorkerSettings(redis_url="redis://unused.invalid:6379/0", metrics_port=0)
     assert isinstance(observer_for(settings, [PIPELINE]), Unobserved)
+
+
+def test_a_failing_metric_never_changes_the_recorded_outcome(metered: Metered, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: Any) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(metered.processor.outcomes.observer, "_recorded", broken)
+    assert metered.handle(request(request_id="ok-despite-metrics")).status is Status.SUCCEEDED
+    assert metered.processor.s.states.get("ok-despite-metrics").status is Status.SUCCEEDED  # type: ignore[union-attr]
+    assert metered.processor.s.dead_letters.count() == 0
