@@ -36,7 +36,15 @@ def _no_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
     tasks = sys.modules.get("worker.tasks")
     if tasks is not None:
         monkeypatch.setattr(tasks, "_metrics", None)
-        monkeypatch.setattr(tasks.MetricsServer, "prepare", classmethod(lambda cls, settings: None))
+        monkeypatch.setattr(tasks, "MetricsServer", _NoMetrics)
+
+
+class _NoMetrics:
+    """Stands in for `worker.metrics_server.MetricsServer` in the worker's start hook: metrics off."""
+
+    @staticmethod
+    def prepare(settings: Any) -> None:
+        return None
 
 
 @pytest.fixture
