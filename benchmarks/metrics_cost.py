@@ -7,12 +7,13 @@ and waits for them to end, then does the same on the other; the order flips ever
 machine's load falls on both alike. A round's rate is taken from the workers' own `finished_at` stamps, first
 to last terminal state; besides each mode's median, the on/off ratio of each round (the two drains of a round
 ran back to back) is reported. At the end the metrics worker's endpoint is scraped, to show it counted every
-request. Then, in this process, the observer's own cost: `MetricsObserver.recorded` for a rejected request's
-step in multiprocess mode, next to the no-op observer metrics off uses, interleaved; that figure does not
-move with the machine's load the way a drain rate does. The Redis db given is flushed before and after.
-Prints one JSON object.
+request. Then, in this process, two figures that move much less with the machine's load than a drain rate:
+the observer's own cost (`MetricsObserver.recorded` for a rejected request's step, in multiprocess mode, next
+to the no-op observer metrics off uses), and the whole walk of a rejected request (`Processor.handle` on the
+real Redis, no Celery, log lines off) with each observer, in small interleaved batches. The Redis db given
+is flushed before and after. Prints one JSON object.
 
-    python benchmarks/metrics_cost.py [--requests 1000] [--rounds 6] [--pool solo] [--redis-url redis://127.0.0.1:6379/14]
+    python benchmarks/metrics_cost.py [--requests 1000] [--rounds 6] [--pool solo] [--cpu 1] [--redis-url redis://127.0.0.1:6379/14]
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def parse_args() -> argparse.Namespace:
     add("--rounds", type=int, default=6, help="rounds, each draining both modes (default: %(default)s)")
     add("--pool", default="solo", choices=["solo", "prefork"], help="worker pool (default: %(default)s)")
     add("--redis-url", default="redis://127.0.0.1:6379/14", help="dedicated Redis db, flushed (default: %(default)s)")
+    add("--cpu", type=int, help="pin both workers to this CPU (taskset), so neither has a core of its own")
+    add("--control", action="store_true", help="both workers with metrics off: the pairing's own bias")
     add("--timeout", type=float, default=300, help="seconds to wait for any one round (default: %(default)s)")
     add("--keep-logs", action="store_true", help="keep the temp dir with the worker logs and ZenML store")
     args = parser.parse_args()
@@ -130,6 +133,51 @@ def observer_cost(calls: int = 100_000, rounds: int = 3) -> dict[str, Any]:
     return {f"{name}_us_per_step": round(statistics.median(values_), 2) for name, values_ in timings.items()}
 
 
+def walk_in_process(redis_url: str, pairs: int = 40, per_batch: int = 50) -> dict[str, Any]:
+    """ms per rejected request through `Processor.handle` (real Redis), metrics observer against the no-op one.
+
+    One processor, its observer swapped between batches: two processors would differ by more than
+    their observers (the first one built ran slower in an A/A trial, both with the no-op observer).
+    Each pair of batches runs back to back (order flipped every pair); the cost is the median of the
+    pairs' ratios, so load that comes and goes on a shared machine falls on both halves of a pair.
+    """
+    from producers.contract import encode_request
+    from worker.delivery import Delivery
+    from worker.logs import configure_logging
+    from worker.metrics import MetricsObserver, WorkerMetrics
+    from worker.outcomes import Unobserved
+    from worker.processing import Processor
+    from worker.runtime import build_services
+    from worker.settings import WorkerSettings
+
+    configure_logging("json", "CRITICAL", [])  # no log lines: they would swamp what is compared here
+    processor = Processor(build_services(WorkerSettings(redis_url=redis_url, queue="bench-walk")))
+    observers = {
+        "metrics_observer": MetricsObserver(WorkerMetrics(), processor.s.registry.names()),
+        "no_op_observer": Unobserved(),
+    }
+    timings: dict[str, list[float]] = {name: [] for name in observers}
+    for pair in range(pairs):
+        for name in observers if pair % 2 == 0 else reversed(list(observers)):
+            processor.outcomes.observer = processor.early.observer = observers[name]
+            requests = [
+                TriggerRequest(pipeline_name=PIPELINE, steps=normalize_steps(INVALID_STEPS), source="bench-walk")
+                for _ in range(per_batch)
+            ]
+            deliveries = [Delivery(raw=encode_request(r), task_id=r.request_id) for r in requests]
+            started = time.perf_counter()
+            for delivery in deliveries:
+                processor.handle(delivery)
+            timings[name].append((time.perf_counter() - started) / per_batch * 1000)
+    medians = {name: statistics.median(values_) for name, values_ in timings.items()}
+    ratios = [on / off for on, off in zip(timings["metrics_observer"], timings["no_op_observer"], strict=True)]
+    return {
+        "requests_each": pairs * per_batch,
+        **{f"{name}_ms_per_request": round(value, 3) for name, value in medians.items()},
+        "paired_median_cost_pct": round((statistics.median(ratios) - 1) * 100, 1),
+    }
+
+
 def summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
     rates = [r["requests_per_s"] for r in rounds]
     return {
@@ -147,14 +195,16 @@ def main() -> None:
     zenml_path.mkdir()
     os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
     port = free_port()
-    modes = {"metrics_on": str(port), "metrics_off": "0"}
+    modes = {"metrics_on": "0" if args.control else str(port), "metrics_off": "0"}
     command = [venv_command("trigger"), "worker", "--pool", args.pool, "--concurrency", "1"]
+    if args.cpu is not None:
+        command = ["taskset", "-c", str(args.cpu), *command]
     output: dict[str, Any] = {
         "benchmark": "metrics_cost",
         "redis_url": args.redis_url,
         "requests_per_round": args.requests,
         "rounds": args.rounds,
-        "worker_command": " ".join(["trigger", *command[1:]]),
+        "worker_command": " ".join(part if "/" not in part else "trigger" for part in command),
         "invalid_because": "unknown step 'no_such_step' (validation against the pipeline signature)",
     }
     failed = False
@@ -191,7 +241,8 @@ def main() -> None:
         output["paired_on_vs_off_per_round"] = ratios
         output["paired_median_on_vs_off"] = round(statistics.median(ratios), 3)
         output["target"] = "metrics on within 5 % of metrics off (cost_pct <= 5)"
-        output["metrics_worker_counted_rejected"] = scrape_rejected(port)
+        output["control_both_off"] = args.control
+        output["metrics_worker_counted_rejected"] = None if args.control else scrape_rejected(port)
         output["metrics_worker_should_count"] = args.rounds * args.requests + 1  # and the readiness probe
         output["worker_exit_codes"] = {mode: worker.stop() for mode, worker in workers.items()}
         cost = observer_cost()
@@ -199,6 +250,7 @@ def main() -> None:
             cost["metrics_observer_us_per_step"] / (output["metrics_off"]["median_ms_per_request"] * 1000) * 100, 2
         )
         output["observer_cost_in_process"] = cost
+        output["walk_in_process"] = walk_in_process(args.redis_url)
     except BaseException:
         failed = True
         raise
