@@ -33,6 +33,7 @@ WORKER_COMMANDS = {
     "gateway": "producers.gateway_cli:gateway",
     "beat": "worker.beat:beat",
     "schedules": "producers.schedules_cli:schedules",
+    "stats": "producers.stats_cli:stats",
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""

@@ -7,6 +7,8 @@ path, 413 for an oversized body, 503 when Redis does not answer within the enque
 never holds a request open for a run, and no input makes it answer 500.
 
     trigger gateway --port 8080        # or: uvicorn --factory producers.gateway:create_app
+
+`GET /metrics` serves its Prometheus metrics (`producers.gateway_metrics`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 
-from producers import gateway_compat
+from producers import gateway_compat, gateway_metrics
 from producers.async_client import AsyncTriggerClient
 from producers.catalog import Catalog
 from producers.contract import ID_PATTERN, decode_request
@@ -174,6 +176,9 @@ def create_app(
         serve(app, client, auth)
     app.include_router(router)
     app.include_router(gateway_compat.router)
+    app.include_router(gateway_metrics.router)
+    app.state.metrics = gateway_metrics.GatewayMetrics()
+    app.add_middleware(gateway_metrics.MetricsMiddleware, metrics=app.state.metrics)
     add_error_handlers(app)
     app.openapi = with_components(app)  # type: ignore[method-assign]
     return app

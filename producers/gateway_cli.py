@@ -6,12 +6,17 @@ records reach the root logger's log stream (`producers.logs`), set up in every s
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import click
 import uvicorn
 from fastapi import FastAPI
 
 from producers.gateway import create_app
 from producers.gateway_auth import GatewaySettings
+from producers.gateway_metrics import MULTIPROC_ENV
 from producers.logs import configure_logging
 
 
@@ -21,22 +26,27 @@ from producers.logs import configure_logging
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--log-level", default="info", show_default=True, help="uvicorn's log level.")
 def gateway(host: str, port: int, workers: int, log_level: str) -> None:
-    """Serve POST /v1/triggers, GET /v1/triggers/{id}, /healthz, /readyz and the OpenAPI docs at /docs.
+    """Serve POST /v1/triggers, GET /v1/triggers/{id}, /healthz, /readyz, /metrics and the OpenAPI docs at /docs.
 
     Settings come from the same TRIGGER_* variables as every producer (TRIGGER_REDIS_URL, TRIGGER_QUEUE,
     TRIGGER_ENQUEUE_TIMEOUT, TRIGGER_LOG_FORMAT, ...).
     """
     start_log_stream(GatewaySettings())
-    uvicorn.run(
-        "producers.gateway_cli:served_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        log_config=None,
-        proxy_headers=True,
-    )
+    shared = _metrics_dir() if workers > 1 else None
+    try:
+        uvicorn.run(
+            "producers.gateway_cli:served_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            log_config=None,
+            proxy_headers=True,
+        )
+    finally:
+        if shared is not None:
+            shutil.rmtree(shared, ignore_errors=True)
 
 
 def start_log_stream(settings: GatewaySettings) -> None:
@@ -49,3 +59,10 @@ def served_app() -> FastAPI:
     settings = GatewaySettings()
     start_log_stream(settings)
     return create_app(settings)
+
+
+def _metrics_dir() -> str:
+    """A fresh directory where every server process writes its metrics, so `/metrics` answers with their sum."""
+    path = tempfile.mkdtemp(prefix="trigger-gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = path  # read by prometheus-client as each server process starts
+    return path

@@ -43,6 +43,17 @@ DEAD_LETTER_REPLAYS_KEY = f"{KEY_PREFIX}:dead-letter-replays"
 FAILED_ENQUEUES_KEY = f"{KEY_PREFIX}:stats:enqueue-failures"
 
 
+def outcome_counts_key(queue: str) -> str:
+    """Hash of `<status>:<pipeline>` -> requests of `queue` that ended so, raised by the very Lua call that
+    writes the terminal state (so each request is counted once, across every worker); never expires."""
+    return f"{KEY_PREFIX}:stats:outcomes:{queue}"
+
+
+LEASES_KEY = f"{KEY_PREFIX}:leases"
+"""Sorted set of the request ids whose lease is held, scored by the lease's expiry (epoch seconds): leases
+held now are those scored in the future, counted without a SCAN; expired entries are pruned on acquire."""
+
+
 def lease_key(request_id: str) -> str:
     """The live worker's lease on a running request (refreshed by its heartbeat)."""
     return f"{KEY_PREFIX}:lease:{request_id}"

@@ -12,6 +12,7 @@ same decisions are taken again under the lease.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import redis
@@ -19,7 +20,9 @@ import redis
 from producers import keys
 from producers.contract import TriggerRequest
 from producers.state import RequestState, Status
+from producers.stats import outcome_field, pipeline_label
 from worker.admission import MAX_COVERED, SUPERSEDE
+from worker.outcomes import Observer, Unobserved
 
 _EARLY = (
     SUPERSEDE
@@ -40,17 +43,18 @@ if current then
   if table.concat(parts, '\\n') ~= ARGV[9] then return {'state', current} end
 end
 if redis.call('EXISTS', lease_key) == 1 then return {'state', current or ''} end
-local function finish(template, other)
+local function finish(template, other, counted_as)
   local first, last = string.find(template, slot, 1, true)
   local record = string.sub(template, 1, first - 1) .. cjson.encode(other) .. string.sub(template, last + 1)
   redis.call('SET', state_key, record, 'EX', ARGV[5])
+  redis.call('HINCRBY', KEYS[7], counted_as, 1)
   redis.call('ZREM', KEYS[5], me)
   redis.call('HDEL', KEYS[6], me)
 end
 if ARGV[3] ~= '' then
   local owner = redis.call('GET', claim_key)
   if owner and owner ~= me then
-    finish(ARGV[3], owner)
+    finish(ARGV[3], owner, ARGV[10])
     return {'duplicate', owner}
   end
 end
@@ -58,17 +62,18 @@ if ARGV[4] ~= '' then
   local latest = redis.call('GET', latest_key)
   if latest and latest ~= me then
     supersede(me, latest, ARGV[6], ARGV[7], ARGV[5], tonumber(ARGV[8]))
-    finish(ARGV[4], latest)
+    finish(ARGV[4], latest, ARGV[11])
     return {'coalesced', latest}
   end
 end
 return {'state', current or ''}
 """
 )
-"""KEYS: state, lease, idempotency claim, coalescing key's latest, waiting index, waiting messages. ARGV:
-request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no idempotency key),
-the `coalesced` state ('' = no coalescing key), state TTL, covered-list prefix, count prefix, most covered
-ids kept, the request's identity (`IDENTITY` fields, newline-joined). Only a `queued` (or unrecorded) request
+"""KEYS: state, lease, idempotency claim, coalescing key's latest, waiting index, waiting messages, outcome
+counts. ARGV: request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no
+idempotency key), the `coalesced` state ('' = no coalescing key), state TTL, covered-list prefix, count prefix,
+most covered ids kept, the request's identity (`IDENTITY` fields, newline-joined), the outcome-count fields of
+`duplicate` and `coalesced` (raised with the state they count). Only a `queued` (or unrecorded) request
 nobody leases, whose record is this request's own, is ended here."""
 
 IDENTITY = ("source", "pipeline_name", "template", "idempotency_key", "coalesce_key", "replay_of")
@@ -87,9 +92,19 @@ class EarlyVerdict:
 class EarlyEnds:
     """Ends duplicates and superseded requests in one atomic round trip, before any lease is taken."""
 
-    def __init__(self, client: redis.Redis, queue: str, state_ttl: int, worker: str) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        queue: str,
+        state_ttl: int,
+        worker: str,
+        observer: Observer | None = None,
+        pipelines: Iterable[str] = (),
+    ) -> None:
         self.state_ttl, self.worker = state_ttl, worker
-        self.waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue)]
+        self.waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue), keys.outcome_counts_key(queue)]
+        self.observer = observer or Unobserved()
+        self.pipelines = frozenset(pipelines)
         self._early = client.register_script(_EARLY)
 
     def check(self, request: TriggerRequest) -> EarlyVerdict:
@@ -106,12 +121,22 @@ class EarlyEnds:
         records = [r.to_json() if r is not None else "" for r in (duplicate, coalesced)]
         args = [request.request_id, f'"{slot}"', *records, self.state_ttl]
         args += [keys.COALESCED_FROM_PREFIX, keys.COALESCED_COUNT_PREFIX, MAX_COVERED, identity(request)]
+        args += self._counted_as(request)
         kind, found = (part.decode() for part in self._early(keys=keys_, args=args))
         if kind == "duplicate" and duplicate is not None:
-            return EarlyVerdict(ended=duplicate.model_copy(update={"duplicate_of": found}))
+            return self._ended(duplicate.model_copy(update={"duplicate_of": found}))
         if kind == "coalesced" and coalesced is not None:
-            return EarlyVerdict(ended=coalesced.model_copy(update={"coalesced_into": found}))
+            return self._ended(coalesced.model_copy(update={"coalesced_into": found}))
         return EarlyVerdict(stored=RequestState.model_validate_json(found) if found else None)
+
+    def _ended(self, state: RequestState) -> EarlyVerdict:
+        self.observer.ended_early(state)
+        return EarlyVerdict(ended=state)
+
+    def _counted_as(self, request: TriggerRequest) -> list[str]:
+        """The outcome-count fields of a `duplicate` and a `coalesced` end of `request`."""
+        pipeline = pipeline_label(request.pipeline_name, self.pipelines)
+        return [outcome_field(pipeline, status.value) for status in (Status.DUPLICATE, Status.COALESCED)]
 
     def _candidates(self, request: TriggerRequest, slot: str) -> tuple[RequestState | None, RequestState | None]:
         """The two terminal states the request may end in here, with `slot` where the other request's id goes."""

@@ -17,7 +17,6 @@ import redis
 import structlog
 
 from producers import keys
-from worker.scripts import RELEASE_IF_OWNER
 
 log = structlog.get_logger("zenml_trigger")
 
@@ -30,13 +29,34 @@ if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], 'XX', ARGV[4], ARGV[3]) end
 redis.call('EXPIRE', KEYS[4], ARGV[5])
 if ARGV[6] ~= '' and redis.call('GET', KEYS[5]) == ARGV[6] then redis.call('EXPIRE', KEYS[5], ARGV[7]) end
 if ARGV[8] ~= '' and redis.call('GET', KEYS[6]) == ARGV[8] then redis.call('EXPIRE', KEYS[6], ARGV[2]) end
+redis.call('ZADD', KEYS[7], ARGV[4] + ARGV[2], ARGV[9])
 if current then return 1 end
 return 2
 """
 """Extend our lease, or take it back when nobody holds it (it expired while Redis was away); mark the
 holder seen; keep the message alive for kombu's restore sweep; keep the request's state and its
 idempotency claim from expiring under a long run, and its coalescing key's in-flight lock alive as
-long as the lease. 1: extended, 2: taken back, 0: another holder has it."""
+long as the lease; keep its entry in the index of leases held. 1: extended, 2: taken back, 0: another holder
+has it."""
+
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+  redis.call('ZADD', KEYS[2], ARGV[3] + ARGV[2], ARGV[4])
+  return 1
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+return 0
+"""
+"""Take the lease unless another holder has it, and enter it in the index of leases held (`keys.LEASES_KEY`,
+pruned of expired entries here). KEYS: lease, index. ARGV: holder, timeout, now, request id. 1: ours."""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+return redis.call('DEL', KEYS[1])
+"""
+"""Drop the lease and its index entry while we hold it. KEYS: lease, index. ARGV: holder, request id."""
 
 
 class Leases:
@@ -59,15 +79,14 @@ class Leases:
         self.state_ttl = state_ttl
         self.claim_ttl = claim_ttl
         self.clock = clock
-        self._release = client.register_script(RELEASE_IF_OWNER)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
         self._refresh = client.register_script(_REFRESH)
 
     def acquire(self, request_id: str) -> bool:
         """Take the lease unless another live worker holds it."""
-        key = keys.lease_key(request_id)
-        if self.client.set(key, self.holder, nx=True, ex=self.timeout):
-            return True
-        return self.client.get(key) == self.holder.encode()
+        keys_ = [keys.lease_key(request_id), keys.LEASES_KEY]
+        return bool(self._acquire(keys=keys_, args=[self.holder, self.timeout, self.clock(), request_id]))
 
     def refresh(
         self, request_id: str, delivery_tag: str | None, claim: str | None = None, coalesce: str | None = None
@@ -80,9 +99,10 @@ class Leases:
             keys.state_key(request_id),
             keys.idempotency_key(claim or ""),
             keys.coalesce_running_key(coalesce or ""),
+            keys.LEASES_KEY,
         ]
         args = [self.holder, self.timeout, delivery_tag or "", self.clock(), self.state_ttl]
-        args += [request_id if claim else "", self.claim_ttl, request_id if coalesce else ""]
+        args += [request_id if claim else "", self.claim_ttl, request_id if coalesce else "", request_id]
         return int(self._refresh(keys=keys_, args=args))
 
     def mark_seen(self, request_id: str) -> None:
@@ -106,7 +126,7 @@ class Leases:
     def release(self, request_id: str) -> None:
         """Drop the lease if still ours; best effort, since it expires by itself anyway."""
         try:
-            self._release(keys=[keys.lease_key(request_id)], args=[self.holder])
+            self._release(keys=[keys.lease_key(request_id), keys.LEASES_KEY], args=[self.holder, request_id])
         except redis.RedisError as exc:
             log.warning("trigger.lease_release_failed", request_id=request_id, error=str(exc))
 

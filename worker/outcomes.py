@@ -10,10 +10,13 @@ lease recording anything (fencing).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from producers import keys
 from producers.state import TERMINAL, RequestState, StateStore
+from producers.stats import outcome_field, pipeline_label
 from worker.dead_letters import ADD_LETTER, LETTER_KEYS, LETTER_PREFIX, DeadLetter, DeadLetterStore
 from worker.schedule import RetrySchedule
 
@@ -31,6 +34,7 @@ if current then
   end
 end
 redis.call('SET', state_key, ARGV[3], 'EX', ARGV[4])
+if ARGV[17] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[17], 1) end
 if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
 if ARGV[12] ~= '' and redis.call('GET', claim_key) == ARGV[12] then redis.call('DEL', claim_key) end
 if ARGV[13] ~= '' then redis.call('ZADD', schedule_key, ARGV[14], ARGV[13]) end
@@ -41,10 +45,11 @@ end
 return 'ok'
 """
 )
-"""KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages. ARGV: letter
-prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6, or '' and
-five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id. Returns 'ok', 'fenced'
-or 'terminal'. Any status but `queued` means a worker took the request on: it is no longer waiting."""
+"""KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages, outcome counts.
+ARGV: letter prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6,
+or '' and five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id, outcome field
+('' = not terminal). Returns 'ok', 'fenced' or 'terminal'. Any status but `queued` means a worker took the
+request on: it is no longer waiting. A terminal state is counted in the same call that writes it: once."""
 
 _AMEND = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'fenced' end
@@ -77,13 +82,49 @@ class Step:
     next_attempt: tuple[str, float] | None = None  # (task envelope, due epoch seconds)
 
 
+class Observer(Protocol):
+    """Told of every step once Redis took it (metrics); must be cheap and must not raise."""
+
+    def recorded(self, step: Step) -> None:
+        """`step` was written."""
+
+    def refused(self, step: Step) -> None:
+        """`step` was refused (fenced, or the request had ended)."""
+
+    def ended_early(self, state: RequestState) -> None:
+        """`worker.early` ended a request on arrival in `state`."""
+
+
+class Unobserved:
+    """The observer when metrics are off."""
+
+    def recorded(self, step: Step) -> None:
+        """Nothing to do."""
+
+    def refused(self, step: Step) -> None:
+        """Nothing to do."""
+
+    def ended_early(self, state: RequestState) -> None:
+        """Nothing to do."""
+
+
 class Outcomes:
     """Writes `Step`s: state, dead letter, claim release and retry in one fenced Lua call."""
 
-    def __init__(self, states: StateStore, letters: DeadLetterStore, schedule: RetrySchedule) -> None:
+    def __init__(
+        self,
+        states: StateStore,
+        letters: DeadLetterStore,
+        schedule: RetrySchedule,
+        observer: Observer | None = None,
+        pipelines: Iterable[str] = (),
+    ) -> None:
         self.states = states
         self.letters = letters
         self.schedule = schedule
+        self.observer = observer or Unobserved()
+        self.pipelines = frozenset(pipelines)
+        self.counts_key = keys.outcome_counts_key(schedule.queue)
         self._record = states.client.register_script(_RECORD)
         self._amend = states.client.register_script(_AMEND)
 
@@ -101,13 +142,17 @@ class Outcomes:
             self.schedule.key,
             keys.waiting_key(self.schedule.queue),
             keys.waiting_messages_key(self.schedule.queue),
+            self.counts_key,
         ]
         args = [LETTER_PREFIX, holder or "", state.to_json(), self.states.ttl, _TERMINAL, *letter]
         args += [state.request_id if claim else "", envelope, due, state.status.value, state.request_id]
+        args.append(self.counted_as(state) if state.status.terminal else "")
         result = self._record(keys=keys_, args=args)
         reason = result.decode() if isinstance(result, bytes) else str(result)
         if reason != "ok":
+            self.observer.refused(step)
             raise Refused(reason, state.request_id)
+        self.observer.recorded(step)
 
     def amend(self, read: bytes, state: RequestState, holder: str) -> str:
         """Replace the state exactly as `read` with `state` under `holder`'s lease: 'ok', 'fenced' or 'changed'.
@@ -118,3 +163,8 @@ class Outcomes:
         keys_ = [keys.state_key(state.request_id), keys.lease_key(state.request_id)]
         result = self._amend(keys=keys_, args=[holder, read, state.to_json()])
         return result.decode() if isinstance(result, bytes) else str(result)
+
+
+    def counted_as(self, state: RequestState) -> str:
+        """The outcome-count field a terminal `state` raises (see `producers.stats`)."""
+        return outcome_field(pipeline_label(state.pipeline_name, self.pipelines), state.status.value)

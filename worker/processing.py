@@ -56,7 +56,7 @@ from worker.errors import (
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
 from worker.logs import bound_context, get_logger
-from worker.outcomes import Outcomes, Refused, Step
+from worker.outcomes import Observer, Outcomes, Refused, Step, Unobserved
 from worker.retry import RetryPolicy
 from worker.runner import Provenance, RunOutcome, ZenMLRunner, transient_types
 from worker.schedule import RetrySchedule
@@ -121,6 +121,8 @@ class Services:
     """Whether this process is being stopped by a shutdown (see `worker.shutdown.stopping`)."""
     checkpoint: Callable[[str, str], None] = field(default=lambda point, request_id: None)
     """Called at each named step of the walk with the request id: where tests pause, crash or break Redis."""
+    observer: Observer = field(default_factory=Unobserved)
+    """Told of every recorded step (the worker's metrics, `worker.metrics`)."""
 
 
 class Processor:
@@ -128,12 +130,12 @@ class Processor:
 
     def __init__(self, services: Services) -> None:
         self.s = services
-        self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule)
-        settings = services.settings
+        settings, observer, pipelines = services.settings, services.observer, services.registry.names()
+        self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule, observer, pipelines)
         poll = min(10.0, max(1.0, settings.lease_timeout / 6))
         self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
         self.admissions: tuple[Admission, ...] = (self.coalescing,)
-        self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST)
+        self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST, observer, pipelines)
         self.authorization = Authorization.from_settings(settings)
         self.steps = StepWatch(services.runner.running_step, services.states, self.outcomes, settings.step_interval)
         self.log = get_logger()

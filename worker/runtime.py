@@ -12,6 +12,7 @@ from worker.catalog import CatalogPublisher, list_templates
 from worker.dead_letters import DeadLetterStore
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
+from worker.metrics import observer_for
 from worker.processing import Processor, Services
 from worker.runner import ZenMLRunner
 from worker.schedule import RetrySchedule
@@ -23,9 +24,10 @@ from worker.templates import TemplateStore
 def build_services(settings: WorkerSettings, registry: PipelineRegistry | None = None) -> Services:
     """Every service the processor needs, wired to one Redis client."""
     client = connect(settings)
+    registry = registry or PipelineRegistry.from_paths(settings.pipelines)
     return Services(
         settings=settings,
-        registry=registry or PipelineRegistry.from_paths(settings.pipelines),
+        registry=registry,
         states=StateStore(client, settings.state_ttl),
         dead_letters=DeadLetterStore.from_settings(client, settings),
         claims=IdempotencyClaims(client, settings.dedup_window),
@@ -43,6 +45,7 @@ def build_services(settings: WorkerSettings, registry: PipelineRegistry | None =
             _zenml_client, wait=settings.wait_for_server_runs, poll_interval=settings.server_poll_interval
         ),
         stopping=shutdown.stopping,
+        observer=observer_for(settings, registry.names()),
     )
 
 

@@ -112,6 +112,11 @@ class WorkerSettings(ProducerSettings):
         default=24 * 3600, gt=0, description="Seconds a signature stays valid; at most state_ttl (replay protection)."
     )
 
+    metrics_port: int = Field(
+        default=9808, ge=0, le=65535, description="Port the main process serves Prometheus metrics on (0: off)."
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Interface the metrics port listens on.")
+
     redact_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "password",

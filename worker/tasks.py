@@ -20,6 +20,7 @@ from worker.catalog import START_WAIT, CatalogThread
 from worker.dead_letters import DeadLetterStore
 from worker.delivery import Delivery
 from worker.logs import configure_worker_logging, get_logger
+from worker.metrics_server import MetricsServer
 from worker.processing import Processor
 from worker.runtime import build_catalog_publisher, build_processor
 from worker.schedule import RetrySchedule, ScheduleReleaser
@@ -31,6 +32,7 @@ _releaser: ScheduleReleaser | None = None
 _sweeper: SweeperThread | None = None
 _catalog_thread: CatalogThread | None = None
 _app: Celery | None = None
+_metrics: MetricsServer | None = None
 
 
 SUPPORTED_POOLS = ("prefork", "solo")
@@ -124,10 +126,12 @@ def on_setup_logging(**_: Any) -> None:
 
 
 def on_worker_init(sender: Any = None, **_: Any) -> None:
-    """Main process: set up logging and fail fast on a bad pipeline configuration or pool."""
+    """Main process: set up logging and the metrics directory, and fail fast on a bad pipeline configuration or pool."""
+    global _metrics
     if _app is None:
         return
     settings = _configure(_app)
+    _metrics = _metrics or MetricsServer.prepare(settings)  # before any metric is made, and before the pool forks
     pool = pool_name(sender)
     if pool not in SUPPORTED_POOLS:
         message = f"--pool {pool} is not supported: use prefork (the default) or solo, where run time limits hold"
@@ -174,11 +178,13 @@ def publish_catalog(processor: Processor, settings: WorkerSettings) -> None:
 
 
 def on_worker_ready(sender: Any = None, **_: Any) -> None:
-    """Main process: start releasing due retries and sweeping for messages lost in flight."""
+    """Main process: serve the metrics, start releasing due retries and sweeping for messages lost in flight."""
     global _releaser, _sweeper
     if _app is None or _releaser is not None:
         return
     settings = settings_of(_app)
+    if _metrics is not None:
+        _metrics.serve()
     client = connect(settings)
     _releaser = ScheduleReleaser(RetrySchedule(client, settings.queue))
     _releaser.start()
@@ -212,7 +218,9 @@ def limit_memory(megabytes: int) -> None:
 
 
 def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    """Stop the retry releaser, the sweeper and the catalog thread."""
+    """Stop the retry releaser, the sweeper, the catalog thread and the metrics endpoint."""
     for thread in (_releaser, _sweeper, _catalog_thread):
         if thread is not None:
             thread.stopped.set()
+    if _metrics is not None:
+        _metrics.close()

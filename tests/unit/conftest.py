@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -26,6 +27,24 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("ZENML_ANALYTICS_OPT_IN", "false")
     monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml"))
+
+
+@pytest.fixture(autouse=True)
+def _no_metrics_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that runs the worker's start hook must not switch this whole test process to
+    prometheus-client's multiprocess mode (`worker.metrics_server` covers that on its own)."""
+    tasks = sys.modules.get("worker.tasks")
+    if tasks is not None:
+        monkeypatch.setattr(tasks, "_metrics", None)
+        monkeypatch.setattr(tasks, "MetricsServer", _NoMetrics)
+
+
+class _NoMetrics:
+    """Stands in for `worker.metrics_server.MetricsServer` in the worker's start hook: metrics off."""
+
+    @staticmethod
+    def prepare(settings: Any) -> None:
+        return None
 
 
 @pytest.fixture
