@@ -8,6 +8,7 @@ from producers.client import TriggerClient
 from producers.contract import StepOverride, TriggerRequest, decode_request, encode_request
 from producers.errors import (
     EnqueueError,
+    EnqueueNotReplicated,
     InvalidRequest,
     MalformedRequest,
     PermanentError,
@@ -21,6 +22,7 @@ from producers.state import RequestState, Status
 __all__ = [
     "AsyncTriggerClient",
     "EnqueueError",
+    "EnqueueNotReplicated",
     "InvalidRequest",
     "MalformedRequest",
     "PermanentError",

@@ -14,24 +14,36 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from producers import keys
-from producers.client import ENQUEUE_SCRIPT, enqueue_call, enqueue_error, note_failed_enqueue, queued, request_from
+from producers.client import (
+    ENQUEUE_SCRIPT,
+    check_replicated,
+    enqueue_call,
+    enqueue_error,
+    note_failed_enqueue,
+    queued,
+    replica_wait,
+    request_from,
+    timeouts,
+)
 from producers.contract import TriggerRequest
 from producers.settings import ProducerSettings
 from producers.state import POLL_INTERVAL, RequestState, known_state, parse_state, pause_before
 
 
 def connect_async(settings: ProducerSettings) -> aioredis.Redis:
-    """An asyncio Redis client on one connection pool, every call bounded by the settings' timeouts (no retries)."""
-    return aioredis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.enqueue_timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """An asyncio Redis client on one connection pool, every call bounded by the settings' timeouts (no retries);
+    with a sentinel URL, of the current primary, as `producers.client.connect`."""
+    options = {**timeouts(settings), "retry": Retry(NoBackoff(), 0)}
+    address = settings.sentinel()
+    if address is None:
+        return aioredis.Redis.from_url(settings.redis_url, **options)
+    sentinel = Sentinel(address.sentinels, sentinel_kwargs=options, **options)
+    return sentinel.master_for(address.master_name, **address.master_options())
 
 
 class AsyncTriggerClient:
@@ -94,10 +106,13 @@ class AsyncTriggerClient:
         return await self.enqueue(*queued(request, self.settings))
 
     async def enqueue(self, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None) -> str:
-        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
+        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call; with
+        `enqueue_min_replicas`, return only once that many replicas have it (`EnqueueNotReplicated` if not)."""
         call = enqueue_call(self.settings, state, payload, task_kwargs)
         try:
             await self._enqueue(keys=call.keys, args=call.args)
+            if self.settings.enqueue_min_replicas:
+                check_replicated(self.settings, state.request_id, await self.redis.wait(*replica_wait(self.settings)))
         except RedisError as exc:
             raise enqueue_error(self.settings, state.request_id, exc) from None
         return state.request_id

@@ -10,13 +10,14 @@ from typing import Any, NamedTuple
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from producers import keys
 from producers.catalog import CatalogCheck, CatalogReader
 from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
-from producers.errors import EnqueueError, InvalidRequest, Problem
+from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
 from producers.settings import ProducerSettings, redacted_url
 from producers.signing import sign
 from producers.state import RequestState, StateStore
@@ -127,19 +128,45 @@ def enqueue_error(settings: ProducerSettings, request_id: str, exc: Exception) -
     )
 
 
+def replica_wait(settings: ProducerSettings) -> tuple[int, int]:
+    """`WAIT`'s arguments: the replicas to wait for, and half the enqueue timeout in ms (never 0, which
+    blocks), so Redis answers with the count before the socket timeout could cut it off."""
+    return settings.enqueue_min_replicas, max(1, int(settings.enqueue_timeout * 500))
+
+
+def check_replicated(settings: ProducerSettings, request_id: str, acknowledged: int) -> None:
+    """`EnqueueNotReplicated` when fewer replicas than required acknowledged the enqueue."""
+    required, timeout_ms = replica_wait(settings)
+    if acknowledged < required:
+        raise EnqueueNotReplicated(
+            f"request {request_id} is on the primary at {redacted_url(settings.redis_url)}, but only "
+            f"{acknowledged} of the {required} replicas required (TRIGGER_ENQUEUE_MIN_REPLICAS) acknowledged it "
+            f"within {timeout_ms} ms, so a failover could lose it; sending it again with the same request id is safe"
+        )
+
+
 def note_failed_enqueue(request: object, exc: BaseException) -> None:
     """Log a fire-and-forget failure under its stable event name, whatever `request` turned out to be."""
     log.error("trigger.enqueue_failed request_id=%s error=%s", _id_of(request), exc)
 
 
+def timeouts(settings: ProducerSettings) -> dict[str, float]:
+    """The socket timeouts of every connection a producer opens, to the primary and to the sentinels alike."""
+    return {"socket_timeout": settings.enqueue_timeout, "socket_connect_timeout": settings.connect_timeout}
+
+
 def connect(settings: ProducerSettings) -> redis.Redis:
-    """A Redis client whose every call is bounded by the settings' timeouts (no silent retries)."""
-    return redis.Redis.from_url(
-        settings.redis_url,
-        socket_timeout=settings.enqueue_timeout,
-        socket_connect_timeout=settings.connect_timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
+    """A Redis client whose every call is bounded by the settings' timeouts (no silent retries).
+
+    With a sentinel URL it is a client of the current primary: each new connection asks the sentinels
+    (bounded by the same timeouts) where it is, so after a failover the next call reaches the new one.
+    """
+    options = {**timeouts(settings), "retry": Retry(NoBackoff(), 0)}
+    address = settings.sentinel()
+    if address is None:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    sentinel = Sentinel(address.sentinels, sentinel_kwargs=options, **options)
+    return sentinel.master_for(address.master_name, **address.master_options())
 
 
 class TriggerClient:
@@ -243,10 +270,13 @@ class TriggerClient:
         return self.enqueue(*queued(request, self.settings))
 
     def enqueue(self, state: RequestState, payload: str, task_kwargs: dict[str, Any] | None = None) -> str:
-        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call."""
+        """Record `state` (unless one exists) and push `payload` for the worker, in one atomic call; with
+        `enqueue_min_replicas`, return only once that many replicas have it (`EnqueueNotReplicated` if not)."""
         call = enqueue_call(self.settings, state, payload, task_kwargs)
         try:
             self._enqueue(keys=call.keys, args=call.args)
+            if self.settings.enqueue_min_replicas:
+                check_replicated(self.settings, state.request_id, self.redis.wait(*replica_wait(self.settings)))
         except redis.RedisError as exc:
             raise enqueue_error(self.settings, state.request_id, exc) from None
         return state.request_id

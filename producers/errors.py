@@ -99,5 +99,9 @@ class EnqueueError(ProducerError, TransientError):
     """The request could not be enqueued: the broker did not answer in time."""
 
 
+class EnqueueNotReplicated(EnqueueError):
+    """The request reached the primary, but fewer replicas than required acknowledged it in time."""
+
+
 class UnknownRequest(ProducerError):
     """No state is recorded under that request id (never sent, or expired)."""

@@ -16,17 +16,7 @@ from worker.settings import WorkerSettings
 def celery_config(settings: WorkerSettings) -> dict[str, Any]:
     """Celery settings derived from ours; every delivery guarantee is set here, explicitly."""
     return {
-        "broker_url": settings.redis_url,
-        "broker_transport": "worker.transport:Transport",
-        "broker_transport_options": {
-            "visibility_timeout": settings.lease_timeout,
-            "unacked_restore_interval": max(1, settings.lease_timeout // 6),
-            "unacked_restore_throttle": 1,
-            "socket_timeout": 30,
-            "socket_connect_timeout": 5,
-            "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
-            "guarded_queues": (settings.queue,),
-        },
+        **broker(settings),
         "broker_use_ssl": broker_tls(settings.redis_url),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -54,6 +44,31 @@ def celery_config(settings: WorkerSettings) -> dict[str, Any]:
         "worker_enable_soft_shutdown_on_idle": False,
         # `celery -A worker beat` runs the schedules file through the scheduler that enqueues requests.
         "beat_scheduler": "worker.beat:TriggerScheduler",
+    }
+
+
+def broker(settings: WorkerSettings) -> dict[str, Any]:
+    """The broker's URL, transport and options: the safe transport, over Sentinel when the URL names sentinels."""
+    options = {
+        "visibility_timeout": settings.lease_timeout,
+        "unacked_restore_interval": max(1, settings.lease_timeout // 6),
+        "unacked_restore_throttle": 1,
+        "socket_timeout": 30,
+        "socket_connect_timeout": 5,
+        "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
+        "guarded_queues": (settings.queue,),
+    }
+    address = settings.sentinel()
+    if address is None:
+        return {
+            "broker_url": settings.redis_url,
+            "broker_transport": "worker.transport:Transport",
+            "broker_transport_options": options,
+        }
+    return {
+        "broker_url": address.kombu_url(),
+        "broker_transport": "worker.transport:SentinelTransport",
+        "broker_transport_options": {**options, "master_name": address.master_name},
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import click
 import redis
 
-from producers.client import TriggerClient
+from producers.client import TriggerClient, connect
 from producers.settings import ProducerSettings, redacted_url
 from producers.state import RequestState
 
@@ -25,9 +25,9 @@ DEMO_QUEUE = "zenml-triggers-demo"
 
 
 def redis_answers(url: str) -> bool:
-    """True when a Redis server answers PING at `url` within half a second."""
+    """True when a Redis server (or the primary the sentinels name) answers PING at `url` within half a second."""
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+        return bool(connect(ProducerSettings(redis_url=url, enqueue_timeout=0.5, connect_timeout=0.5)).ping())
     except (redis.RedisError, OSError, ValueError):
         return False
 

@@ -239,3 +239,18 @@ class Transport(kombu_redis.Transport):
     """Redis transport using the safe channel (`broker_transport = "worker.transport:Transport"`)."""
 
     Channel = Channel
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The safe channel on a primary found through Redis Sentinel: our reads, kombu's Sentinel connections."""
+
+    from_transport_options = tuple(
+        dict.fromkeys((*Channel.from_transport_options, *kombu_redis.SentinelChannel.from_transport_options))
+    )
+
+
+class SentinelTransport(Transport):
+    """The safe transport over Sentinel (`broker_transport = "worker.transport:SentinelTransport"`)."""
+
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port

@@ -26,6 +26,7 @@ from producers import TriggerClient
 from producers.settings import ProducerSettings
 from producers.state import RequestState
 from tests.support.pipelines import TEST_PIPELINES
+from tests.support.sentinels import SentinelGroup
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TRIGGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -196,6 +197,15 @@ def stack(redis_url: str, zenml_store: Path, tmp_path: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A primary, a replica and three sentinels of this test's own on free loopback ports; all killed afterwards."""
+    workdir = tmp_path / "sentinel-group"
+    workdir.mkdir()
+    with SentinelGroup(workdir) as group:
+        yield group
 
 
 def zenml_runs(pipeline_name: str | None = None) -> list[Any]:
