@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 from tests.integration.conftest import REPO, Stack
+from tests.support.waiting import wait_for
 
 
 def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
@@ -17,13 +16,6 @@ def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=REPO, env=stack.env(), capture_output=True, text=True, timeout=120)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 90) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_status_and_inspect_active_answer_and_show_the_running_request(stack: Stack) -> None:

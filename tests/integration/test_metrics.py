@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import socket
-import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.stats import read_stats
 from tests.integration.conftest import Stack
+from tests.support.waiting import wait_for
 
 
 def free_port() -> int:
@@ -33,11 +33,6 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def wait_for(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.2)
 
 
 def test_a_prefork_worker_serves_what_all_its_children_recorded(stack: Stack) -> None:
@@ -51,7 +46,7 @@ def test_a_prefork_worker_serves_what_all_its_children_recorded(stack: Stack) ->
     )
     client = stack.client
     slow = [client.trigger("slow_pipeline", parameters={"seconds": 6}) for _ in range(2)]
-    wait_for(lambda: read_stats(stack.redis, stack.queue).leases_held == 2)
+    assert wait_for(lambda: read_stats(stack.redis, stack.queue).leases_held == 2), "condition not met in time"
     during = scrape(port)  # each child runs one: only the sum across children makes 2
     rejected = [client.trigger("slow_pipeline", steps={"no_such_step": {"x": 1}}) for _ in range(3)]
     failed = client.trigger("failing_pipeline")

@@ -19,24 +19,18 @@ from producers import keys
 from producers.errors import EnqueueError
 from producers.state import Status
 from tests.integration.conftest import REPO, Stack, zenml_runs
+from tests.support.waiting import wait_for
 
 FAST_RECOVERY = {"TRIGGER_LEASE_TIMEOUT": "5", "TRIGGER_HEARTBEAT_INTERVAL": "1"}
 
 
-def _wait_for(predicate, timeout: float = 60, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def test_sigkill_mid_run_is_recovered_and_run_once_more(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     first = stack.start_worker("first")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 8})
-    assert _wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
+    assert wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
     time.sleep(1)  # inside the step now
     first.send_signal(signal.SIGKILL)
     first.wait()
@@ -58,7 +52,7 @@ def test_sigkill_of_a_prefork_child_mid_run_is_recovered(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     worker = stack.start_worker("prefork", pool="prefork", TRIGGER_CONCURRENCY="1")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 8})
-    assert _wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
+    assert wait_for(lambda: stack.logged("wait_a_while` has started"), timeout=90), stack.logs()
     (child,) = psutil.Process(worker.pid).children()
     child.send_signal(signal.SIGKILL)
 
@@ -122,7 +116,7 @@ def test_conservation_of_mixed_requests(stack: Stack) -> None:
     assert states[sent[7]].attempts == 2 and states[sent[7]].error.type == "RunSubmissionFailed"
     expected_letters = {rid for rid, s in states.items() if s.status not in (Status.SUCCEEDED, Status.DUPLICATE)}
     expected_letters |= set(stack.probes)  # readiness probes are rejected requests too
-    assert _wait_for(lambda: stack.redis.zcard(keys.DEAD_LETTERS_KEY) == len(expected_letters) + 1)
+    assert wait_for(lambda: stack.redis.zcard(keys.DEAD_LETTERS_KEY) == len(expected_letters) + 1)
     letters = {m.decode() for m in stack.redis.zrange(keys.DEAD_LETTERS_KEY, 0, -1)}
     assert expected_letters < letters
     (garbage,) = letters - expected_letters
@@ -230,7 +224,7 @@ def _start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
-    assert _wait_for(lambda: _pings(client), timeout=10)
+    assert wait_for(lambda: _pings(client), timeout=10)
     return process
 
 

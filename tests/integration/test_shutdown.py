@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from producers import keys
 from producers.state import RequestState, Status
 from tests.integration.conftest import Stack, zenml_runs
+from tests.support.waiting import wait_for
 
 LEASE_TIMEOUT = 60
 """Long on purpose: the test ends well before one lease timeout could have recovered anything."""
@@ -26,13 +25,6 @@ IMAGE_ENV = {
 }
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 90, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def exits(process: subprocess.Popen[bytes], timeout: float) -> int | None:
