@@ -164,7 +164,6 @@ class Outcomes:
         result = self._amend(keys=keys_, args=[holder, read, state.to_json()])
         return result.decode() if isinstance(result, bytes) else str(result)
 
-
     def counted_as(self, state: RequestState) -> str:
         """The outcome-count field a terminal `state` raises (see `producers.stats`)."""
         return outcome_field(pipeline_label(state.pipeline_name, self.pipelines), state.status.value)

@@ -16,8 +16,6 @@ def celery(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=REPO, env=stack.env(), capture_output=True, text=True, timeout=120)
 
 
-
-
 def test_status_and_inspect_active_answer_and_show_the_running_request(stack: Stack) -> None:
     stack.start_worker("tools", pool="prefork", TRIGGER_CONCURRENCY="1")
     request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 20})

@@ -33,8 +33,6 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-
-
 def test_a_prefork_worker_serves_what_all_its_children_recorded(stack: Stack) -> None:
     port = free_port()
     stack.start_worker(

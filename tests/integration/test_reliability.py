@@ -24,8 +24,6 @@ from tests.support.waiting import wait_for
 FAST_RECOVERY = {"TRIGGER_LEASE_TIMEOUT": "5", "TRIGGER_HEARTBEAT_INTERVAL": "1"}
 
 
-
-
 def test_sigkill_mid_run_is_recovered_and_run_once_more(stack: Stack) -> None:
     stack.env_overrides.update(FAST_RECOVERY)
     first = stack.start_worker("first")

@@ -25,8 +25,6 @@ IMAGE_ENV = {
 }
 
 
-
-
 def exits(process: subprocess.Popen[bytes], timeout: float) -> int | None:
     """The exit code, or None if the process was still running after `timeout` seconds."""
     try:
