@@ -19,7 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from producers import keys
-from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, operator, stop_run
+from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, stop_run, who_cancels
 from producers.catalog import CatalogReader
 from producers.client import (
     ENQUEUE_SCRIPT,
@@ -149,7 +149,7 @@ class AsyncTriggerClient:
     ) -> RequestState:
         """`TriggerClient.cancel` for asyncio: the same Lua call; stopping a running request's run (ZenML's
         blocking client) happens in a thread."""
-        who, run_stop = by or operator(), None
+        who, run_stop = by or who_cancels(), None
         for _ in range(CANCEL_TRIES):
             read = await self.redis.get(keys.state_key(request_id))
             state = known_state(request_id, parse_state(read))

@@ -56,7 +56,7 @@ class CancelCall(NamedTuple):
     args: list[str | bytes | int]
 
 
-def operator() -> str:
+def who_cancels() -> str:
     """Who cancels, when the caller does not say: the OS user at this host."""
     try:
         user = getpass.getuser()

@@ -13,7 +13,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from producers import keys
-from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, operator, stop_run
+from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, stop_run, who_cancels
 from producers.catalog import CatalogCheck, CatalogReader
 from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
@@ -310,7 +310,7 @@ class TriggerClient:
         `ZenMLRunStopper`); otherwise, and for a request that ended, `NotCancellable` says why.
         `UnknownRequest` for an id nothing is recorded under. See `producers.cancel`.
         """
-        who, run_stop = by or operator(), None
+        who, run_stop = by or who_cancels(), None
         for _ in range(CANCEL_TRIES):
             read = self.redis.get(keys.state_key(request_id))
             state = known_state(request_id, parse_state(read))
