@@ -327,3 +327,19 @@ def test_the_async_client_cancels_the_same_way(processor: Processor) -> None:
     state = asyncio.run(cancel())
     assert state.status is Status.CANCELLED and state.cancelled is not None and state.cancelled.by == "app"
     assert sync_redis.get(keys.idempotency_key("k-9")) is None
+
+
+def test_the_schedule_lists_envelopes_by_request_through_a_pipeline_too(fake_redis: fakeredis.FakeRedis) -> None:
+    from producers.envelope import task_envelope
+    from worker.schedule import RetrySchedule
+
+    schedule, envelope = RetrySchedule(fake_redis, "q"), task_envelope(keys.TASK_NAME, "r-1", ["{}"], "q")
+    pipe = fake_redis.pipeline()
+    schedule.add(envelope, 5.0, pipe=pipe)
+    pipe.execute()
+    schedule.add("not an envelope", 6.0)
+
+    assert schedule.pending() == 2
+    assert fake_redis.smembers(keys.scheduled_envelopes_key("q", "r-1")) == {envelope.encode()}
+    assert schedule.release_due(now=10.0) == 2 and fake_redis.llen("q") == 2, "an unlisted envelope is released too"
+    assert not fake_redis.exists(keys.scheduled_envelopes_key("q", "r-1"))
