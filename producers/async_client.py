@@ -19,6 +19,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from producers import keys
+from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, stop_run, who_cancels
+from producers.catalog import CatalogReader
 from producers.client import (
     ENQUEUE_SCRIPT,
     check_replicated,
@@ -31,8 +33,9 @@ from producers.client import (
     timeouts,
 )
 from producers.contract import TriggerRequest
+from producers.run_stop import RunStopper, ZenMLRunStopper
 from producers.settings import ProducerSettings
-from producers.state import POLL_INTERVAL, RequestState, known_state, parse_state, pause_before
+from producers.state import POLL_INTERVAL, RequestState, Status, known_state, parse_state, pause_before
 
 
 def connect_async(settings: ProducerSettings) -> aioredis.Redis:
@@ -58,6 +61,8 @@ class AsyncTriggerClient:
         self.redis = client
         self.failed_enqueues = 0
         self._enqueue = client.register_script(ENQUEUE_SCRIPT)
+        self._cancel = client.register_script(CANCEL_SCRIPT)
+        self._catalog = CatalogReader(None, self.settings.queue)
 
     @classmethod
     def from_env(cls) -> AsyncTriggerClient:
@@ -138,6 +143,26 @@ class AsyncTriggerClient:
             await asyncio.sleep(pause)
             state = await self.status(request_id)
         return state
+
+    async def cancel(
+        self, request_id: str, reason: str | None = None, by: str | None = None, *, stopper: RunStopper | None = None
+    ) -> RequestState:
+        """`TriggerClient.cancel` for asyncio: the same Lua call; stopping a running request's run (ZenML's
+        blocking client) happens in a thread."""
+        who, run_stop = by or who_cancels(), None
+        for _ in range(CANCEL_TRIES):
+            read = await self.redis.get(keys.state_key(request_id))
+            state = known_state(request_id, parse_state(read))
+            if state.status.terminal and run_stop is not None:
+                return state  # the stopped run ended the request first
+            if state.status is Status.RUNNING and run_stop is None:
+                run_stop = await asyncio.to_thread(stop_run, stopper or ZenMLRunStopper(), state)
+            ended = cancelled(state, who, reason, run_stop)
+            catalog = self._catalog.interpret(*await self.redis.mget(self._catalog.keys)).catalog
+            call = cancel_call(self.settings, read or b"", ended, catalog.names() if catalog else ())
+            if await self._cancel(keys=call.keys, args=call.args) in (b"ok", "ok"):
+                return ended
+        raise kept_changing(request_id)
 
     async def aclose(self) -> None:
         """Close the Redis client and the connections of its pool."""

@@ -21,7 +21,7 @@ from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
 from producers.errors import TriggerError
 from producers.progress import follow
-from producers.state import RequestState
+from producers.state import CancelInfo, RequestState
 
 WORKER_COMMANDS = {
     "pipelines": "worker.cli:pipelines",
@@ -34,6 +34,7 @@ WORKER_COMMANDS = {
     "beat": "worker.beat:beat",
     "schedules": "producers.schedules_cli:schedules",
     "stats": "producers.stats_cli:stats",
+    "cancel": "producers.cancel_cli:cancel",
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""
@@ -171,10 +172,19 @@ def _readable_fields(state: RequestState) -> list[tuple[str, Any]]:
         ("replayed_as", ", ".join(state.replayed_as) or None),
         ("next_attempt_at", state.next_attempt_at),
     ]
+    if state.cancelled:
+        fields.append(("cancelled", cancel_line(state.cancelled)))
     if state.error:
         fields.append(("error", f"{state.error.type}: {state.error.message}"))
         fields.extend(("  at " + (d["path"] or "(message)"), d["problem"]) for d in state.error.details)
     return [(label, value) for label, value in fields if value not in (None, "")]
+
+
+def cancel_line(info: CancelInfo) -> str:
+    """`by WHO at WHEN: REASON (RUN STOP)`, for the readable state."""
+    line = f"by {info.by} at {info.at:%Y-%m-%d %H:%M:%S %Z}".rstrip()
+    line += f": {info.reason}" if info.reason else ""
+    return line + (f" ({info.run_stop})" if info.run_stop else "")
 
 
 @click.group(cls=TriggerGroup)

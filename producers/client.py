@@ -13,14 +13,16 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from producers import keys
+from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled, kept_changing, stop_run, who_cancels
 from producers.catalog import CatalogCheck, CatalogReader
 from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
+from producers.run_stop import RunStopper, ZenMLRunStopper
 from producers.settings import ProducerSettings, redacted_url
 from producers.signing import sign
-from producers.state import RequestState, StateStore
+from producers.state import RequestState, StateStore, Status, known_state, parse_state
 
 log = logging.getLogger("producers.client")
 
@@ -179,6 +181,7 @@ class TriggerClient:
         self.failed_enqueues = 0
         self.catalog = CatalogReader(client, self.settings.queue)
         self._enqueue = client.register_script(ENQUEUE_SCRIPT)
+        self._cancel = client.register_script(CANCEL_SCRIPT)
 
     @classmethod
     def from_env(cls) -> TriggerClient:
@@ -297,6 +300,30 @@ class TriggerClient:
     def wait(self, request_id: str, timeout: float) -> RequestState:
         """Block up to `timeout` seconds for the request to reach a terminal state."""
         return self.states.wait(request_id, timeout)
+
+    def cancel(
+        self, request_id: str, reason: str | None = None, by: str | None = None, *, stopper: RunStopper | None = None
+    ) -> RequestState:
+        """End a request that has not started `cancelled` (by `by`, default user@host) and return that state.
+
+        A running request is cancelled only once ZenML agreed to stop its run (`stopper`, default
+        `ZenMLRunStopper`); otherwise, and for a request that ended, `NotCancellable` says why.
+        `UnknownRequest` for an id nothing is recorded under. See `producers.cancel`.
+        """
+        who, run_stop = by or who_cancels(), None
+        for _ in range(CANCEL_TRIES):
+            read = self.redis.get(keys.state_key(request_id))
+            state = known_state(request_id, parse_state(read))
+            if state.status.terminal and run_stop is not None:
+                return state  # the stopped run ended the request first
+            if state.status is Status.RUNNING and run_stop is None:
+                run_stop = stop_run(stopper or ZenMLRunStopper(), state)
+            ended = cancelled(state, who, reason, run_stop)
+            catalog = self.catalog.read().catalog
+            call = cancel_call(self.settings, read or b"", ended, catalog.names() if catalog else ())
+            if self._cancel(keys=call.keys, args=call.args) in (b"ok", "ok"):
+                return ended
+        raise kept_changing(request_id)
 
 
 def _id_of(request: object) -> str | None:

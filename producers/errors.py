@@ -105,3 +105,7 @@ class EnqueueNotReplicated(EnqueueError):
 
 class UnknownRequest(ProducerError):
     """No state is recorded under that request id (never sent, or expired)."""
+
+
+class NotCancellable(ProducerError):
+    """The request cannot be cancelled: it ended already, or its run cannot be stopped from here."""

@@ -67,6 +67,15 @@ def retry_schedule_key(queue: str) -> str:
     return f"{KEY_PREFIX}:retry-schedule:{queue}"
 
 
+SCHEDULED_ENVELOPES_INFIX = ":scheduled-envelopes:"
+
+
+def scheduled_envelopes_key(queue: str, request_id: str) -> str:
+    """Set of one request's envelopes now in `retry_schedule_key(queue)`, so a cancel removes exactly
+    those (no scan of the schedule); kept by every writer of the schedule, emptied as they are released."""
+    return f"{KEY_PREFIX}{SCHEDULED_ENVELOPES_INFIX}{queue}:{request_id}"
+
+
 def lease_seen_key(request_id: str) -> str:
     """When the lease holder of a running request was last heard from (epoch seconds), kept past the lease."""
     return f"{KEY_PREFIX}:lease-seen:{request_id}"

@@ -27,6 +27,7 @@ class Status(str, Enum):
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
     COALESCED = "coalesced"
+    CANCELLED = "cancelled"
     DEAD_LETTERED = "dead_lettered"
 
     @property
@@ -42,6 +43,7 @@ TERMINAL = frozenset(
         Status.REJECTED,
         Status.DUPLICATE,
         Status.COALESCED,
+        Status.CANCELLED,
         Status.DEAD_LETTERED,
         Status.SUBMITTED,
     }
@@ -88,6 +90,21 @@ def storable_text(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return f"{text[:limit]}... [{len(text):,} chars]"
 
 
+class CancelInfo(BaseModel):
+    """Who cancelled a request, when and why (`trigger cancel`), and what became of its ZenML run."""
+
+    by: str
+    at: datetime = Field(default_factory=utc_now)
+    reason: str | None = None
+    run_stop: str | None = None
+    """For a request cancelled while running: what ZenML was asked and answered; None when it had not started."""
+
+    @field_validator("by", "reason", "run_stop", mode="after")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        return storable_text(text, 500) if text is not None else None
+
+
 class RequestState(BaseModel):
     """One request's life, as recorded by the producer and then the worker."""
 
@@ -113,6 +130,7 @@ class RequestState(BaseModel):
     coalesced_into: str | None = None
     coalesced_from: list[str] = Field(default_factory=list)
     coalesced_count: int = 0
+    cancelled: CancelInfo | None = None
     claimed_id: str | None = None
     replay_of: str | None = None
     replayed_as: list[str] = Field(default_factory=list)

@@ -37,7 +37,11 @@ redis.call('SET', state_key, ARGV[3], 'EX', ARGV[4])
 if ARGV[17] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[17], 1) end
 if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
 if ARGV[12] ~= '' and redis.call('GET', claim_key) == ARGV[12] then redis.call('DEL', claim_key) end
-if ARGV[13] ~= '' then redis.call('ZADD', schedule_key, ARGV[14], ARGV[13]) end
+if ARGV[13] ~= '' then
+  redis.call('ZADD', schedule_key, ARGV[14], ARGV[13])
+  redis.call('SADD', KEYS[12], ARGV[13])
+  redis.call('EXPIRE', KEYS[12], ARGV[4])
+end
 if ARGV[15] ~= 'queued' then
   redis.call('ZREM', KEYS[9], ARGV[16])
   redis.call('HDEL', KEYS[10], ARGV[16])
@@ -45,7 +49,8 @@ end
 return 'ok'
 """
 )
-"""KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages, outcome counts.
+"""KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages, outcome counts,
+the request's scheduled-envelope set.
 ARGV: letter prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6,
 or '' and five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id, outcome field
 ('' = not terminal). Returns 'ok', 'fenced' or 'terminal'. Any status but `queued` means a worker took the
@@ -143,6 +148,7 @@ class Outcomes:
             keys.waiting_key(self.schedule.queue),
             keys.waiting_messages_key(self.schedule.queue),
             self.counts_key,
+            keys.scheduled_envelopes_key(self.schedule.queue, state.request_id),
         ]
         args = [LETTER_PREFIX, holder or "", state.to_json(), self.states.ttl, _TERMINAL, *letter]
         args += [state.request_id if claim else "", envelope, due, state.status.value, state.request_id]

@@ -413,8 +413,10 @@ class Processor:
                     control.release(request)
 
     def _already_ended(self, state: RequestState) -> RequestState:
-        """Another worker finished the request meanwhile; a failure's key stays free (this copy may have claimed it)."""
-        if state.idempotency_key and state.status in (Status.FAILED, Status.REJECTED, Status.DEAD_LETTERED):
+        """Another worker finished the request meanwhile, or it was cancelled; the key of a failure or a cancel stays
+        free (this copy may have claimed it)."""
+        freed = (Status.FAILED, Status.REJECTED, Status.DEAD_LETTERED, Status.CANCELLED)
+        if state.idempotency_key and state.status in freed:
             self.s.claims.release(state.idempotency_key, state.request_id)
         return self._skip(state, "already finished")
 

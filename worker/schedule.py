@@ -3,10 +3,14 @@
 Celery's countdown retries are held in worker memory past the visibility timeout,
 which the short lease timeout would turn into duplicate deliveries; a sorted set
 scored by due time keeps waiting requests in Redis, where a restart cannot lose them.
+Each request's envelopes in the schedule are also listed under `keys.scheduled_envelopes_key`,
+so cancelling a request removes exactly its own (see `producers.cancel`).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
 
@@ -19,9 +23,27 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, to
 for _, envelope in ipairs(due) do
   redis.call('ZREM', KEYS[1], envelope)
   redis.call('LPUSH', KEYS[2], envelope)
+  local ok, message = pcall(cjson.decode, envelope)
+  local headers = ok and type(message) == 'table' and message['headers']
+  if type(headers) == 'table' and type(headers['id']) == 'string' then
+    redis.call('SREM', ARGV[3] .. headers['id'], envelope)
+  end
 end
 return #due
 """
+"""KEYS: schedule, queue. ARGV: now, batch, the prefix of the per-request envelope sets (the queue's)."""
+
+_ADD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if KEYS[2] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+end
+"""
+"""KEYS: schedule, the request's envelope set ('' = unknown request). ARGV: envelope, due, set TTL."""
+
+INDEX_GRACE_S = 86400
+"""A request's envelope set outlives its latest due time by this much (it is emptied on release anyway)."""
 
 
 class RetrySchedule:
@@ -32,19 +54,34 @@ class RetrySchedule:
         self.queue = queue
         self.key = keys.retry_schedule_key(queue)
         self._release_due = client.register_script(_RELEASE_DUE)
+        self._add = client.register_script(_ADD)
 
     def add(self, envelope: str, due: float, pipe: redis.client.Pipeline | None = None) -> None:
-        """Schedule an envelope for `due` (epoch seconds)."""
-        (pipe if pipe is not None else self.client).zadd(self.key, {envelope: due})
+        """Schedule an envelope for `due` (epoch seconds), listed under its request's envelope set."""
+        request_id = envelope_request_id(envelope)
+        index = keys.scheduled_envelopes_key(self.queue, request_id) if request_id is not None else ""
+        ttl = math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
+        self._add(keys=[self.key, index], args=[envelope, due, ttl], client=pipe)
 
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""
         now = time.time() if now is None else now
-        return int(self._release_due(keys=[self.key, self.queue], args=[now, batch]))
+        prefix = keys.scheduled_envelopes_key(self.queue, "")
+        return int(self._release_due(keys=[self.key, self.queue], args=[now, batch, prefix]))
 
     def pending(self) -> int:
         """Envelopes still waiting."""
         return int(self.client.zcard(self.key))
+
+
+def envelope_request_id(envelope: str | bytes) -> str | None:
+    """The request id a task envelope carries (its `id` header), or None for one that holds none."""
+    try:
+        headers = json.loads(envelope).get("headers")
+    except (ValueError, AttributeError):
+        return None
+    request_id = headers.get("id") if isinstance(headers, dict) else None
+    return request_id if isinstance(request_id, str) else None
 
 
 class ScheduleReleaser(threading.Thread):
