@@ -13,15 +13,26 @@ import time
 import redis
 
 from producers import keys
+from producers.priority import queue_lists
 
 _RELEASE_DUE = """
+local function step_of(envelope)
+  local ok, message = pcall(cjson.decode, envelope)
+  if not ok or type(message) ~= 'table' or type(message['properties']) ~= 'table' then return 0 end
+  local step = tonumber(message['properties']['priority'])
+  if step == nil then return 0 end
+  return math.max(0, math.min(math.floor(step), #KEYS - 2))
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, envelope in ipairs(due) do
   redis.call('ZREM', KEYS[1], envelope)
-  redis.call('LPUSH', KEYS[2], envelope)
+  redis.call('LPUSH', KEYS[2 + step_of(envelope)], envelope)
 end
 return #due
 """
+"""KEYS: the schedule, then the queue's list of each priority step (`producers.priority.queue_lists`).
+ARGV: now, batch. Each envelope goes back onto the list its `properties.priority` (kombu's step) names,
+read as kombu reads it (`priority.message_priority`), so a retry or a delayed run keeps its priority."""
 
 
 class RetrySchedule:
@@ -40,7 +51,7 @@ class RetrySchedule:
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""
         now = time.time() if now is None else now
-        return int(self._release_due(keys=[self.key, self.queue], args=[now, batch]))
+        return int(self._release_due(keys=[self.key, *queue_lists(self.queue)], args=[now, batch]))
 
     def pending(self) -> int:
         """Envelopes still waiting."""
