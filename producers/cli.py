@@ -229,6 +229,8 @@ def send(
     if result is not None:
         printed["check"] = "skipped" if result.skipped else "passed"
     click.echo(json.dumps(printed) if as_json else request_id)
+    if not as_json and "next_attempt_at" in printed:
+        click.echo(f"scheduled: runs at {printed['next_attempt_at']}", err=True)
 
 
 def not_before_option(at: str | None, in_: str | None) -> datetime | None:

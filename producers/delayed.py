@@ -18,7 +18,7 @@ from producers.state import RequestState, Status
 
 
 class TooFarAhead(InvalidRequest):
-    """The request's `not_before` is further ahead than its state is kept."""
+    """The request's run time is too far ahead."""
 
 
 def due_at(request: TriggerRequest, state_ttl: int, now: float | None = None) -> float | None:
@@ -32,9 +32,8 @@ def due_at(request: TriggerRequest, state_ttl: int, now: float | None = None) ->
     if due <= now:
         return None
     if due - now >= state_ttl:
-        ahead = f"{(due - now) / 3600:.1f} h"
-        limit = f"{state_ttl}s ({state_ttl / 3600:.1f} h, TRIGGER_STATE_TTL)"
-        problem = f"is {ahead} ahead; a request can wait at most {limit}, the time its state is kept"
+        ahead, limit = f"{(due - now) / 3600:.1f} h", f"{state_ttl / 3600:.1f} h (TRIGGER_STATE_TTL={state_ttl}s)"
+        problem = f"is {ahead} ahead; a request may wait at most {limit}, or its state expires before it runs"
         raise TooFarAhead(details=[Problem("not_before", problem)])
     return due
 
