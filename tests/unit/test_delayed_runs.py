@@ -151,3 +151,22 @@ def test_parsers() -> None:
     assert [parse_in(t, start) - start for t in ("90", "45s", "10m", "2h", "1d")] == [
         timedelta(seconds=s) for s in (90, 45, 600, 7200, 86400)
     ]
+
+
+def test_the_gateway_takes_priority_and_not_before_and_answers_scheduled() -> None:
+    from fastapi.testclient import TestClient
+
+    from producers.async_client import AsyncTriggerClient
+    from producers.gateway import create_app
+
+    server = fakeredis.FakeServer()
+    client = AsyncTriggerClient(fakeredis.FakeAsyncRedis(server=server), ProducerSettings(queue=QUEUE))
+    body = {"pipeline_name": "training_pipeline", "priority": 9, "not_before": in_seconds(60).isoformat()}
+    with TestClient(create_app(client=client), raise_server_exceptions=False) as http:
+        answer = http.post("/v1/triggers", json=body)
+        naive = http.post("/v1/triggers", json={**body, "not_before": "2026-11-27T02:00:00"})
+
+    assert answer.status_code == 202 and answer.json()["status"] == "scheduled"
+    state = client_on(fakeredis.FakeRedis(server=server)).status(answer.json()["request_id"])
+    assert state.status is Status.SCHEDULED and state.priority == 9
+    assert naive.status_code == 422 and [p["path"] for p in naive.json()["problems"]] == ["not_before"]

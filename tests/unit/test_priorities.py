@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any
 
@@ -149,3 +150,12 @@ def test_trigger_send_priority(monkeypatch: pytest.MonkeyPatch, fake_redis: fake
 
     refused = CliRunner().invoke(cli, ["send", "training_pipeline", "--priority", "10"])
     assert refused.exit_code == 2 and "--priority" in refused.output and "0<=x<=9" in refused.output
+
+
+def test_a_schedules_priority_goes_on_its_requests() -> None:
+    from producers.schedules import Schedule, request_for
+
+    schedule = Schedule(name="nightly", every=3600, pipeline="training_pipeline", priority=2)
+    assert request_for(schedule, datetime.now(timezone.utc)).priority == 2
+    with pytest.raises(ValueError, match="less than or equal to 9"):
+        Schedule(name="nightly", every=3600, pipeline="training_pipeline", priority=12)
