@@ -159,3 +159,24 @@ def test_a_schedules_priority_goes_on_its_requests() -> None:
     assert request_for(schedule, datetime.now(timezone.utc)).priority == 2
     with pytest.raises(ValueError, match="less than or equal to 9"):
         Schedule(name="nightly", every=3600, pipeline="training_pipeline", priority=12)
+
+
+def test_kombu_restores_an_unacknowledged_message_onto_its_prioritys_list(fake_redis: fakeredis.FakeRedis) -> None:
+    client_on(fake_redis).trigger("training_pipeline", priority=7)
+    message, _ = load_item(fake_redis.rpop(queue_list(QUEUE, 7)), QUEUE)  # delivered, as the worker rebuilt it
+    channel = SimpleNamespace(
+        sep=kombu_redis.Channel.sep,
+        priority_steps=TRANSPORT_OPTIONS["priority_steps"],
+        min_priority=0,
+        max_priority=9,
+        default_priority=0,
+        _lookup=lambda exchange, routing_key: [QUEUE],
+    )
+    channel.priority = lambda n: Channel.priority(channel, n)
+    channel._q_for_pri = lambda queue, pri: kombu_redis.Channel._q_for_pri(channel, queue, pri)
+    channel._get_message_priority = lambda m, reverse=False: Channel._get_message_priority(channel, m, reverse)
+    with fake_redis.pipeline() as pipe:
+        kombu_redis.Channel._do_restore_message(channel, message, "", QUEUE, pipe)
+        pipe.execute()
+    (restored,) = fake_redis.lrange(queue_list(QUEUE, 7), 0, -1)
+    assert json.loads(restored)["headers"]["id"] == message["headers"]["id"] and fake_redis.llen(QUEUE) == 0
