@@ -222,10 +222,8 @@ def send(
     if result is not None:
         report_check(result, request, as_json)
     request_id = client.send(request)
-    printed: dict[str, Any] = {
-        "request_id": request_id,
-        **send_status(client.status(request_id) if at or in_ else None),
-    }
+    recorded = client.status(request_id) if not_before is not None else None
+    printed: dict[str, Any] = {"request_id": request_id, **send_status(recorded)}
     if result is not None:
         printed["check"] = "skipped" if result.skipped else "passed"
     click.echo(json.dumps(printed) if as_json else request_id)

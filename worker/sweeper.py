@@ -63,10 +63,8 @@ class Sweeper:
     def _resend(self, request_id: str, envelope: bytes, now: float) -> None:
         fresh = _retagged(envelope)
         pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(_list_of(self.queue, envelope), fresh).hset(self.messages, request_id, fresh).zadd(
-            self.waiting, {request_id: now}
-        )
-        pipe.execute()
+        pipe.lpush(_list_of(self.queue, envelope), fresh).hset(self.messages, request_id, fresh)
+        pipe.zadd(self.waiting, {request_id: now}).execute()
         get_logger().warning("trigger.resent", request_id=request_id, reason="its message was lost in flight")
 
     def _forget(self, request_id: str) -> None:
