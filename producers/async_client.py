@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -86,8 +87,13 @@ class AsyncTriggerClient:
         source: str = "python-client",
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | None = None,
     ) -> str:
         """Enqueue a run of `pipeline_name` (or of `template`) and return the request id.
+
+        `priority` 0-9, higher first (None: routine, 0); `not_before`, an aware datetime, holds the run
+        until then (recorded `scheduled`).
 
         Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
         built, `EnqueueError` when Redis does not take it in time.
@@ -103,6 +109,8 @@ class AsyncTriggerClient:
                 source=source,
                 metadata=metadata,
                 request_id=request_id,
+                priority=priority,
+                not_before=not_before,
             )
         )
 

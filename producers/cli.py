@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
@@ -19,6 +20,7 @@ from pydantic_settings import SettingsError
 from producers.catalog import CatalogCheck
 from producers.client import TriggerClient
 from producers.contract import TriggerRequest, normalize_steps, problems_from_validation
+from producers.delayed import parse_at, parse_in
 from producers.errors import TriggerError
 from producers.progress import follow
 from producers.state import CancelInfo, RequestState
@@ -128,6 +130,8 @@ def build_request(
     template: str | None,
     idempotency_key: str | None,
     source: str,
+    priority: int | None = None,
+    not_before: datetime | None = None,
 ) -> TriggerRequest:
     """The request `trigger send` enqueues, validated as the wire contract."""
     if (pipeline is None) == (template is None):
@@ -140,6 +144,8 @@ def build_request(
             steps=normalize_steps(parse_step_assignments(step_params)),
             idempotency_key=idempotency_key,
             source=source,
+            priority=priority,
+            not_before=not_before,
         )
     except ValidationError as exc:
         raise click.UsageError("; ".join(str(p) for p in problems_from_validation(exc))) from None
@@ -159,6 +165,7 @@ def _readable_fields(state: RequestState) -> list[tuple[str, Any]]:
     fields = [
         ("pipeline", state.pipeline_name),
         ("template", state.template),
+        ("priority", state.priority),
         ("attempts", state.attempts),
         ("run_id", state.run_id),
         ("step", state.step),
@@ -199,6 +206,9 @@ def cli() -> None:
 @click.option("--template", help="Run this named template instead of a pipeline.")
 @click.option("--idempotency-key", help="Requests sharing a key inside the dedup window run once.")
 @click.option("--source", default="cli", show_default=True, help="Who is sending.")
+@click.option("--priority", type=click.IntRange(0, 9), help="0-9, higher runs first; default 0 (routine).")
+@click.option("--at", "at", metavar="TIME", help="Run no earlier than TIME (ISO 8601 with a timezone).")
+@click.option("--in", "in_", metavar="DELAY", help="Run no earlier than DELAY from now (90s, 10m, 2h, 1d).")
 @click.option("--check", is_flag=True, help="Check against the workers' catalog first; enqueue nothing if it fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 def send(
@@ -208,20 +218,44 @@ def send(
     template: str | None,
     idempotency_key: str | None,
     source: str,
+    priority: int | None,
+    at: str | None,
+    in_: str | None,
     check: bool,
     as_json: bool,
 ) -> None:
-    """Enqueue a trigger request and print its id."""
-    request = build_request(pipeline, params, step_params, template, idempotency_key, source)
+    """Enqueue a trigger request and print its id (and, for --at/--in, when it is due, on stderr)."""
+    not_before = not_before_option(at, in_)
+    request = build_request(pipeline, params, step_params, template, idempotency_key, source, priority, not_before)
     client = TriggerClient.from_env()
     result = client.check(request) if check else None
     if result is not None:
         report_check(result, request, as_json)
     request_id = client.send(request)
-    printed: dict[str, Any] = {"request_id": request_id, "status": "queued"}
+    recorded = client.status(request_id) if not_before is not None else None
+    printed: dict[str, Any] = {"request_id": request_id, **send_status(recorded)}
     if result is not None:
         printed["check"] = "skipped" if result.skipped else "passed"
     click.echo(json.dumps(printed) if as_json else request_id)
+    if not as_json and "next_attempt_at" in printed:
+        click.echo(f"scheduled: runs at {printed['next_attempt_at']}", err=True)
+
+
+def not_before_option(at: str | None, in_: str | None) -> datetime | None:
+    """`--at` or `--in` as the aware time to run at (None: now); a usage error for both, or a bad value."""
+    if at is not None and in_ is not None:
+        raise click.UsageError("give --at TIME or --in DELAY, not both")
+    try:
+        return parse_at(at) if at is not None else parse_in(in_) if in_ is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--at" if at is not None else "--in") from None
+
+
+def send_status(state: RequestState | None) -> dict[str, Any]:
+    """What `send` says of the request: `queued`, or `scheduled` with the time it is due."""
+    if state is None or state.next_attempt_at is None:
+        return {"status": "queued"}
+    return {"status": state.status.value, "next_attempt_at": state.next_attempt_at.isoformat()}
 
 
 def report_check(result: CatalogCheck, request: TriggerRequest, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import redis
@@ -17,8 +18,10 @@ from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled
 from producers.catalog import CatalogCheck, CatalogReader
 from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
+from producers.delayed import due_at, first_state
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
+from producers.priority import queue_list
 from producers.run_stop import RunStopper, ZenMLRunStopper
 from producers.settings import ProducerSettings, redacted_url
 from producers.signing import sign
@@ -35,12 +38,21 @@ if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
   if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
 end
-redis.call('LPUSH', KEYS[2], ARGV[3])
+if ARGV[7] == '' then
+  redis.call('LPUSH', KEYS[2], ARGV[3])
+else
+  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
+  redis.call('SADD', KEYS[7], ARGV[3])
+  redis.call('EXPIRE', KEYS[7], ARGV[2])
+end
 return 1
 """
 # A new request is also noted as waiting (with its message) until a worker takes it on, so the
 # worker's sweeper can send again a message that was popped and lost before kombu recorded it. A request
 # with a coalescing key becomes the key's latest, decided here, atomically, in enqueue order (not by clocks).
+# The message goes onto its priority's list (KEYS[2]), or, for a `scheduled` request, into the retry
+# schedule (KEYS[6]) at its due time (ARGV[7]), which also scores it in the waiting index: the sweeper
+# looks for a lost message only once it is due; the request's envelope set (KEYS[7]) lists it for a cancel.
 
 
 class EnqueueCall(NamedTuple):
@@ -60,18 +72,20 @@ def enqueue_call(
     queue = settings.queue
     coalesce_key = state.coalesce_key or ""
     now = time.time()
-    envelope = task_envelope(
-        keys.TASK_NAME, state.request_id, [payload], queue, signed(settings, payload, task_kwargs, now)
-    )
+    due = state.next_attempt_at.timestamp() if state.status is Status.SCHEDULED and state.next_attempt_at else None
+    kwargs = signed(settings, payload, task_kwargs, now)
+    envelope = task_envelope(keys.TASK_NAME, state.request_id, [payload], queue, kwargs, state.priority)
     return EnqueueCall(
         keys=[
             keys.state_key(state.request_id),
-            queue,
+            queue_list(queue, state.priority),
             keys.waiting_key(queue),
             keys.waiting_messages_key(queue),
             keys.coalesce_latest_key(coalesce_key),
+            keys.retry_schedule_key(queue),
+            keys.scheduled_envelopes_key(queue, state.request_id),
         ],
-        args=[state.to_json(), settings.state_ttl, envelope, now, state.request_id, coalesce_key],
+        args=[state.to_json(), settings.state_ttl, envelope, due or now, state.request_id, coalesce_key, due or ""],
     )
 
 
@@ -87,10 +101,11 @@ def signed(
 
 
 def queued(request: TriggerRequest, settings: ProducerSettings) -> tuple[RequestState, str]:
-    """A request's first state and its checked wire form: what both clients enqueue for `send`."""
+    """A request's first state (`queued`, or `scheduled` for a future `not_before`) and its checked wire
+    form: what both clients enqueue for `send`."""
     payload = encode_request(request)
     check_payload_size(payload, settings.max_payload_bytes)
-    return RequestState.queued(request), payload
+    return first_state(request, due_at(request, settings.state_ttl)), payload
 
 
 def request_from(
@@ -104,6 +119,8 @@ def request_from(
     source: str = "python-client",
     metadata: Mapping[str, Any] | None = None,
     request_id: str | None = None,
+    priority: int | None = None,
+    not_before: datetime | None = None,
 ) -> TriggerRequest:
     """The request `trigger()` sends (either client); `InvalidRequest` with paths when it cannot be built."""
     fields: dict[str, Any] = {
@@ -115,6 +132,8 @@ def request_from(
         "coalesce_key": coalesce_key,
         "source": source,
         "metadata": dict(metadata or {}),
+        "priority": priority,
+        "not_before": not_before,
     }
     if request_id is not None:
         fields["request_id"] = request_id
@@ -205,8 +224,13 @@ class TriggerClient:
         source: str = "python-client",
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | None = None,
     ) -> str:
         """Enqueue a run of `pipeline_name` (or of `template`) and return the request id.
+
+        `priority` 0-9, higher first (None: routine, 0); `not_before`, an aware datetime, holds the run
+        until then (recorded `scheduled`).
 
         Raises only `TriggerError`s: `InvalidRequest` (with paths) for a request that cannot be
         built, `EnqueueError` when Redis does not take it in time.
@@ -222,6 +246,8 @@ class TriggerClient:
                 source=source,
                 metadata=metadata,
                 request_id=request_id,
+                priority=priority,
+                not_before=not_before,
             )
         )
 
@@ -237,6 +263,8 @@ class TriggerClient:
         source: str = "python-client",
         metadata: Mapping[str, Any] | None = None,
         request_id: str | None = None,
+        priority: int | None = None,
+        not_before: datetime | None = None,
     ) -> list[Problem]:
         """Every problem `trigger(...)` with these arguments would be rejected for, found before enqueueing.
 
@@ -255,6 +283,8 @@ class TriggerClient:
                 source=source,
                 metadata=metadata,
                 request_id=request_id,
+                priority=priority,
+                not_before=not_before,
             )
             check_payload_size(encode_request(request), self.settings.max_payload_bytes)
         except InvalidRequest as exc:

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticSerializationError
 
 from producers.errors import MalformedRequest, PayloadTooLarge, Problem
+from producers.priority import MOST_URGENT, ROUTINE
 
 SCHEMA_VERSION = 2
 """Version 2 added `coalesce_key`; a worker reads every older version."""
@@ -66,6 +67,16 @@ class TriggerRequest(BaseModel):
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     replay_of: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
     coalesce_key: str | None = Field(default=None, min_length=1, max_length=512)
+    priority: int | None = Field(
+        default=None,
+        ge=ROUTINE,
+        le=MOST_URGENT,
+        description="0-9, higher is more urgent: 9 is served first, 0 (also what no priority means) last.",
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None,
+        description="Run no earlier than this (with a timezone); the producer holds it in the retry schedule.",
+    )
 
     @model_validator(mode="after")
     def _one_target(self) -> TriggerRequest:

@@ -15,6 +15,8 @@ import socket
 from functools import lru_cache
 from typing import Any
 
+from producers.priority import kombu_step
+
 CONTENT_TYPE = "application/json"
 EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 ORIGIN = f"producer@{socket.gethostname()}"
@@ -22,11 +24,18 @@ _COMPACT = (",", ":")
 
 
 def task_envelope(
-    task_name: str, task_id: str, args: list[Any], queue: str, kwargs: dict[str, Any] | None = None
+    task_name: str,
+    task_id: str,
+    args: list[Any],
+    queue: str,
+    kwargs: dict[str, Any] | None = None,
+    priority: int | None = None,
 ) -> str:
-    """The JSON text kombu's Redis transport expects on the queue's list."""
+    """The JSON text kombu's Redis transport expects on the list of `queue` for wire `priority`
+    (`producers.priority.queue_list`); its `properties.priority` is kombu's step, so a restored copy
+    goes back onto the same list."""
     body = base64.b64encode(json.dumps([args, kwargs or {}, EMBED], separators=_COMPACT).encode()).decode()
-    head, middle, tail = _parts(task_name, queue)
+    head, middle, tail = _parts(task_name, queue, kombu_step(priority))
     quoted_id = json.dumps(task_id)
     tag = json.dumps(os.urandom(16).hex())
     ids = f'"id":{quoted_id},"root_id":{quoted_id}{middle}"correlation_id":{quoted_id},"delivery_tag":{tag},'
@@ -49,8 +58,8 @@ def raw_from_text(text: str, encoding: str) -> bytes | str:
 
 
 @lru_cache(maxsize=64)
-def _parts(task_name: str, queue: str) -> tuple[str, str, str]:
-    """The constant JSON around the per-message values, per task and queue."""
+def _parts(task_name: str, queue: str, step: int) -> tuple[str, str, str]:
+    """The constant JSON around the per-message values, per task, queue and priority step."""
     headers = {
         "lang": "py",
         "task": task_name,
@@ -71,7 +80,7 @@ def _parts(task_name: str, queue: str) -> tuple[str, str, str]:
         "reply_to": "",
         "delivery_mode": 2,
         "delivery_info": {"exchange": "", "routing_key": queue},
-        "priority": 0,
+        "priority": step,
         "body_encoding": "base64",
     }
     head = (

@@ -89,9 +89,8 @@ async def create_trigger(request: Request) -> JSONResponse:
     submitted = await submit(request, caller, decode_request(body))
     request_id = submitted.trigger.request_id
     status_url = f"{request.base_url}v1/triggers/{request_id}"
-    return accepted(
-        request_id, status_url, replayed=submitted.replayed, early_check=early_check_note(submitted.checked)
-    )
+    note = early_check_note(submitted.checked)
+    return accepted(request_id, status_url, submitted.replayed, note, submitted.status)
 
 
 @router.get(

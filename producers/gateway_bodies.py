@@ -33,9 +33,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(received)
 
 
-def accepted(request_id: str, status_url: str, replayed: bool = False, early_check: str | None = None) -> JSONResponse:
-    """202: queued (or, for a retried idempotent POST, queued before), with where to follow it."""
-    body = {"request_id": request_id, "status_url": status_url, "status": "queued"}
+def accepted(
+    request_id: str, status_url: str, replayed: bool = False, early_check: str | None = None, status: str = "queued"
+) -> JSONResponse:
+    """202: queued or scheduled (or, for a retried idempotent POST, queued before), with where to follow it."""
+    body = {"request_id": request_id, "status_url": status_url, "status": status}
     if early_check is not None:
         body["early_check"] = early_check
     headers = {"Location": status_url} | ({"Idempotent-Replayed": "true"} if replayed else {})

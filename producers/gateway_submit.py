@@ -85,6 +85,8 @@ class Submitted:
 
     trigger: TriggerRequest
     checked: CatalogCheck | None
+    status: str = "queued"
+    """The state it was recorded in: `queued`, or `scheduled` for a future `not_before`."""
 
     @property
     def replayed(self) -> bool:
@@ -108,7 +110,7 @@ async def submit(request: Request, caller: Caller, trigger: TriggerRequest) -> S
     key = caller.signing_key()
     kwargs = {"signature": sign(payload, *key)} if key is not None else None
     await state.triggers.enqueue(queued_state, payload, kwargs)
-    return Submitted(trigger, checked)
+    return Submitted(trigger, checked, queued_state.status.value)
 
 
 def owned(trigger: TriggerRequest, header: str | None, caller: str) -> TriggerRequest:

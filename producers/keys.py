@@ -6,7 +6,8 @@ TASK_NAME = "zenml_trigger.run"
 """The Celery task that receives every trigger request."""
 
 DEFAULT_QUEUE = "zenml-triggers"
-"""The Celery queue (a Redis list of the same name) requests are pushed onto."""
+"""The Celery queue requests are pushed onto: a Redis list of the same name for routine requests, and one
+more per priority (`producers.priority.queue_list`)."""
 
 KEY_PREFIX = "zenml-trigger"
 
@@ -60,7 +61,8 @@ def lease_key(request_id: str) -> str:
 
 
 def retry_schedule_key(queue: str) -> str:
-    """Sorted set of one queue's task envelopes waiting for their next attempt, scored by due time.
+    """Sorted set of one queue's task envelopes waiting for their next attempt (or their `not_before`), scored
+    by due time.
 
     Keyed by queue, so deployments sharing a Redis never receive each other's retries.
     """

@@ -160,6 +160,8 @@ class Schedule(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     steps: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Step parameters, `{step: {param: value}}`, as `TriggerClient.trigger` takes them."""
+    priority: int | None = Field(default=None, ge=0, le=9)
+    """The requests' wire priority (`producers.priority`): 9 runs first, none (0) is routine."""
     enabled: bool = True
 
     @field_validator("cron")
@@ -288,6 +290,7 @@ def request_for(schedule: Schedule, now: datetime) -> TriggerRequest:
         idempotency_key=key,
         source=f"schedule:{schedule.name}",
         metadata={"schedule": {"name": schedule.name, "slot": iso(slot)}},
+        priority=schedule.priority,
     )
 
 

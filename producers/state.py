@@ -19,6 +19,8 @@ class Status(str, Enum):
     """Where a request is; see `TERMINAL` for the end states."""
 
     QUEUED = "queued"
+    SCHEDULED = "scheduled"
+    """Held in the retry schedule until its `not_before` (`next_attempt_at`), then run as if `queued`."""
     RUNNING = "running"
     RETRYING = "retrying"
     SUBMITTED = "submitted"
@@ -49,6 +51,9 @@ TERMINAL = frozenset(
     }
 )
 """End states. `submitted` ends the worker's part for a server run it was told not to follow."""
+
+NOT_STARTED = frozenset({Status.QUEUED, Status.SCHEDULED})
+"""States of a request no worker has taken on yet: a `scheduled` one that arrives is handled as `queued`."""
 
 
 POLL_INTERVAL = 0.1
@@ -118,6 +123,8 @@ class RequestState(BaseModel):
     source: str | None = None
     idempotency_key: str | None = None
     coalesce_key: str | None = None
+    priority: int | None = None
+    """The request's wire priority (`producers.priority`); None is routine."""
     attempts: int = 0
     lost_attempts: int = 0
     run_id: str | None = None
@@ -152,6 +159,7 @@ class RequestState(BaseModel):
             source=request.source,
             idempotency_key=request.idempotency_key,
             coalesce_key=request.coalesce_key,
+            priority=request.priority,
             replay_of=request.replay_of,
             created_at=request.created_at,
         )

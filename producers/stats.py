@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from producers import keys
+from producers.priority import queue_lists
 
 OTHER_PIPELINE = "other"
 """The pipeline label of a request that names no pipeline the worker registers (an unknown name, a
@@ -46,7 +47,7 @@ class ClusterStats:
     queue: str
     read_at: float
     queue_depth: int
-    """Messages on the Celery queue (the Redis list), not yet taken by a worker."""
+    """Messages on the Celery queue (its Redis list of every priority step), not yet taken by a worker."""
     waiting: int
     """Requests enqueued that no worker has taken on yet (the queue plus messages prefetched or in flight)."""
     retry_scheduled: int
@@ -74,7 +75,8 @@ def read_stats(client: redis.Redis, queue: str, clock: Callable[[], float] = tim
     """Read every figure of `queue` in one pipelined round trip."""
     now = clock()
     pipe = client.pipeline(transaction=False)
-    pipe.llen(queue)
+    for name in queue_lists(queue):
+        pipe.llen(name)
     pipe.zcard(keys.waiting_key(queue))
     pipe.zcard(keys.retry_schedule_key(queue))
     pipe.zrange(keys.retry_schedule_key(queue), 0, 0, withscores=True)
@@ -82,11 +84,11 @@ def read_stats(client: redis.Redis, queue: str, clock: Callable[[], float] = tim
     pipe.get(keys.DEAD_LETTER_BYTES_KEY)
     pipe.zcount(keys.LEASES_KEY, now, "+inf")
     pipe.hgetall(keys.outcome_counts_key(queue))
-    depth, waiting, scheduled, first, letters, letter_bytes, leases, outcomes = pipe.execute()
+    *depths, waiting, scheduled, first, letters, letter_bytes, leases, outcomes = pipe.execute()
     return ClusterStats(
         queue=queue,
         read_at=now,
-        queue_depth=depth,
+        queue_depth=sum(depths),
         waiting=waiting,
         retry_scheduled=scheduled,
         next_retry_at=first[0][1] if first else None,

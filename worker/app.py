@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from celery import Celery, signals
 
-from producers import keys
+from producers import keys, priority
 from worker.logs import TriggerBeat, TriggerWorker, on_shutting_down
 from worker.settings import WorkerSettings
 
@@ -57,6 +57,7 @@ def broker(settings: WorkerSettings) -> dict[str, Any]:
         "socket_connect_timeout": 5,
         "max_message_bytes": 2 * settings.max_payload_bytes + 64 * 1024,
         "guarded_queues": (settings.queue,),
+        **priority.TRANSPORT_OPTIONS,  # one list per priority step, popped most urgent first
     }
     address = settings.sentinel()
     if address is None:

@@ -32,7 +32,7 @@ local me, slot = ARGV[1], ARGV[2]
 local current = redis.call('GET', state_key)
 if current then
   local stored = cjson.decode(current)
-  if stored['status'] ~= 'queued' then return {'state', current} end
+  if stored['status'] ~= 'queued' and stored['status'] ~= 'scheduled' then return {'state', current} end
   local parts = {}
   for _, field in ipairs({'source', 'pipeline_name', 'template', 'idempotency_key', 'coalesce_key', 'replay_of'}) do
     local value = stored[field]
@@ -73,7 +73,7 @@ return {'state', current or ''}
 counts. ARGV: request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no
 idempotency key), the `coalesced` state ('' = no coalescing key), state TTL, covered-list prefix, count prefix,
 most covered ids kept, the request's identity (`IDENTITY` fields, newline-joined), the outcome-count fields of
-`duplicate` and `coalesced` (raised with the state they count). Only a `queued` (or unrecorded) request
+`duplicate` and `coalesced` (raised with the state they count). Only a `queued` or `scheduled` (or unrecorded) request
 nobody leases, whose record is this request's own, is ended here."""
 
 IDENTITY = ("source", "pipeline_name", "template", "idempotency_key", "coalesce_key", "replay_of")

@@ -35,7 +35,7 @@ from producers.errors import (
     TransientError,
     TriggerError,
 )
-from producers.state import ErrorInfo, RequestState, StateStore, Status
+from producers.state import NOT_STARTED, ErrorInfo, RequestState, StateStore, Status
 from worker.admission import Admission, Coalescing
 from worker.authorization import Authorization
 from worker.dead_letters import BoundedPayload, DeadLetter, DeadLetterStore
@@ -365,7 +365,8 @@ class Processor:
         kept: dict[str, Any] = {}
         if delivery.signature is not None:
             text, kept = delivery.text(), {"signature": delivery.signature, "raw_encoding": delivery.raw_encoding}
-        return task_envelope(keys.TASK_NAME, job.request.request_id, [text], self.s.settings.queue, kwargs | kept)
+        queue, priority = self.s.settings.queue, job.request.priority
+        return task_envelope(keys.TASK_NAME, job.request.request_id, [text], queue, kwargs | kept, priority)
 
     def _skip(self, state: RequestState, reason: str) -> RequestState:
         self.log.info("trigger.skipped", reason=reason, status=state.status.value)
@@ -760,7 +761,7 @@ def _may_take(state: RequestState, readable: bool) -> bool:
     """Whether a delivery may be recorded over `state`: never an ended one, nor a readable request's."""
     if state.status.terminal:
         return False
-    return readable or (state.status is Status.QUEUED and state.pipeline_name is None and state.template is None)
+    return readable or (state.status in NOT_STARTED and state.pipeline_name is None and state.template is None)
 
 
 def _now() -> datetime:

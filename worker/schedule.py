@@ -17,21 +17,35 @@ import time
 import redis
 
 from producers import keys
+from producers.priority import queue_lists
 
 _RELEASE_DUE = """
+local function decoded(envelope)
+  local ok, message = pcall(cjson.decode, envelope)
+  if ok and type(message) == 'table' then return message end
+  return {}
+end
+local function step_of(message)
+  if type(message['properties']) ~= 'table' then return 0 end
+  local step = tonumber(message['properties']['priority'])
+  if step == nil then return 0 end
+  return math.max(0, math.min(math.floor(step), #KEYS - 2))
+end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, envelope in ipairs(due) do
+  local message = decoded(envelope)
   redis.call('ZREM', KEYS[1], envelope)
-  redis.call('LPUSH', KEYS[2], envelope)
-  local ok, message = pcall(cjson.decode, envelope)
-  local headers = ok and type(message) == 'table' and message['headers']
-  if type(headers) == 'table' and type(headers['id']) == 'string' then
-    redis.call('SREM', ARGV[3] .. headers['id'], envelope)
+  redis.call('LPUSH', KEYS[2 + step_of(message)], envelope)
+  if type(message['headers']) == 'table' and type(message['headers']['id']) == 'string' then
+    redis.call('SREM', ARGV[3] .. message['headers']['id'], envelope)
   end
 end
 return #due
 """
-"""KEYS: schedule, queue. ARGV: now, batch, the prefix of the per-request envelope sets (the queue's)."""
+"""KEYS: the schedule, then the queue's list of each priority step (`producers.priority.queue_lists`).
+ARGV: now, batch, the prefix of the per-request envelope sets (the queue's). Each envelope goes back onto
+the list its `properties.priority` (kombu's step) names, read as kombu reads it (`priority.message_priority`),
+so a retry or a delayed run keeps its priority; it leaves its request's envelope set."""
 
 _ADD = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
@@ -67,7 +81,7 @@ class RetrySchedule:
         """Move every due envelope onto the queue; return how many moved."""
         now = time.time() if now is None else now
         prefix = keys.scheduled_envelopes_key(self.queue, "")
-        return int(self._release_due(keys=[self.key, self.queue], args=[now, batch, prefix]))
+        return int(self._release_due(keys=[self.key, *queue_lists(self.queue)], args=[now, batch, prefix]))
 
     def pending(self) -> int:
         """Envelopes still waiting."""

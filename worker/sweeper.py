@@ -22,7 +22,8 @@ from typing import Any
 import redis
 
 from producers import keys
-from producers.state import StateStore, Status
+from producers.priority import message_priority, queue_list
+from producers.state import NOT_STARTED, StateStore
 from worker.logs import get_logger
 
 
@@ -42,13 +43,18 @@ class Sweeper:
     def _check(self, request_id: str, now: float) -> bool:
         state = self.states.get(request_id)
         envelope = self.client.hget(self.messages, request_id)
-        if state is None or state.status is not Status.QUEUED or envelope is None:  # expired, or taken on
+        if state is None or state.status not in NOT_STARTED or envelope is None:  # expired, or taken on
             self._forget(request_id)
             return False
-        if self.client.lpos(self.queue, envelope) is not None or self._unacked(envelope):
-            return False  # still waiting its turn, or a worker holds it
+        if self._in_line(envelope) or self._unacked(envelope):
+            return False  # still waiting its turn (on its list, or in the schedule), or a worker holds it
         self._resend(request_id, envelope, now)
         return True
+
+    def _in_line(self, envelope: bytes) -> bool:
+        """Whether the message is still on its priority's list, or still held in the retry schedule."""
+        listed = self.client.lpos(_list_of(self.queue, envelope), envelope) is not None
+        return listed or self.client.zscore(keys.retry_schedule_key(self.queue), envelope) is not None
 
     def _unacked(self, envelope: bytes) -> bool:
         tag = _delivery_tag(envelope)
@@ -57,8 +63,8 @@ class Sweeper:
     def _resend(self, request_id: str, envelope: bytes, now: float) -> None:
         fresh = _retagged(envelope)
         pipe = self.client.pipeline(transaction=True)
-        pipe.lpush(self.queue, fresh).hset(self.messages, request_id, fresh).zadd(self.waiting, {request_id: now})
-        pipe.execute()
+        pipe.lpush(_list_of(self.queue, envelope), fresh).hset(self.messages, request_id, fresh)
+        pipe.zadd(self.waiting, {request_id: now}).execute()
         get_logger().warning("trigger.resent", request_id=request_id, reason="its message was lost in flight")
 
     def _forget(self, request_id: str) -> None:
@@ -88,6 +94,11 @@ def _parsed(envelope: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return message if isinstance(message, dict) else {}
+
+
+def _list_of(queue: str, envelope: bytes) -> str:
+    """The list of `queue` the message belongs on, by the priority it carries."""
+    return queue_list(queue, message_priority(_parsed(envelope)))
 
 
 def _delivery_tag(envelope: bytes) -> str | None:

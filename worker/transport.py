@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import uuid
+from bisect import bisect
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from kombu.utils.json import loads as kombu_loads
 
 from producers import keys
 from producers.envelope import CONTENT_TYPE, raw_as_text, task_envelope
+from producers.priority import message_priority
 from producers.signing import SIGNATURE_SHAPE
 
 TASK_KWARGS = frozenset({"attempt", "quarantine", "raw_encoding", "raw_size", "raw_sha256", "signature"})
@@ -154,8 +156,10 @@ def load_item(
     except EnvelopeError as exc:
         return quarantine(data, queue, str(exc)), None
     # Rebuilt from what was checked: no header Celery would choke on (eta, expires, timelimit, a
-    # delivery tag that is not a string) can reach the consumer and crash or silently drop it.
-    return json.loads(task_envelope(keys.TASK_NAME, task_id, [raw], queue, kwargs)), (task_id, raw, kwargs)
+    # delivery tag that is not a string) can reach the consumer and crash or silently drop it. Its
+    # priority is kept, so kombu restores an unacknowledged copy onto the list it came from.
+    rebuilt = task_envelope(keys.TASK_NAME, task_id, [raw], queue, kwargs, message_priority(message))
+    return json.loads(rebuilt), (task_id, raw, kwargs)
 
 
 class Channel(kombu_redis.Channel):
@@ -180,6 +184,13 @@ class Channel(kombu_redis.Channel):
         "on_arrival",
         "guarded_queues",
     )
+
+    def priority(self, n: int) -> int:
+        """kombu's step for message priority `n` (the highest step not above it), in whatever order the steps
+        are listed: the worker lists them most urgent first (`producers.priority.TRANSPORT_OPTIONS`), since
+        kombu pops them in that order, and kombu's own lookup expects them ascending."""
+        steps = sorted(self.priority_steps)
+        return steps[max(0, bisect(steps, n) - 1)]
 
     def guards(self, queue: str) -> bool:
         """Whether items popped from `queue` are checked as trigger task messages."""
