@@ -34,6 +34,7 @@ WORKER_COMMANDS = {
     "beat": "worker.beat:beat",
     "schedules": "producers.schedules_cli:schedules",
     "stats": "producers.stats_cli:stats",
+    "requests": "producers.requests_cli:requests",
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis
@@ -18,17 +19,21 @@ from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
+from producers.request_index import DEFAULT_LIMIT, INDEX_REQUEST, RequestQuery, list_requests
 from producers.settings import ProducerSettings, redacted_url
 from producers.signing import sign
-from producers.state import RequestState, StateStore
+from producers.state import RequestState, StateStore, Status
 
 log = logging.getLogger("producers.client")
 
 # State and message in one atomic round trip; a Lua call is ~1.5x a bare LPUSH, MULTI/EXEC ~2.3x.
 # NX: re-sending a request id (a producer retrying after a timeout) never resets its recorded
 # state; the worker sees the earlier outcome and the copy starts nothing.
-ENQUEUE_SCRIPT = """
+ENQUEUE_SCRIPT = (
+    INDEX_REQUEST
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+  index_request(KEYS[6], ARGV[5], ARGV[2])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
   if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
@@ -36,9 +41,11 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[3])
 return 1
 """
+)
 # A new request is also noted as waiting (with its message) until a worker takes it on, so the
 # worker's sweeper can send again a message that was popped and lost before kombu recorded it. A request
 # with a coalescing key becomes the key's latest, decided here, atomically, in enqueue order (not by clocks).
+# And it enters the time index `trigger requests list` walks (see producers.request_index).
 
 
 class EnqueueCall(NamedTuple):
@@ -68,6 +75,7 @@ def enqueue_call(
             keys.waiting_key(queue),
             keys.waiting_messages_key(queue),
             keys.coalesce_latest_key(coalesce_key),
+            keys.REQUESTS_INDEX_KEY,
         ],
         args=[state.to_json(), settings.state_ttl, envelope, now, state.request_id, coalesce_key],
     )
@@ -297,6 +305,19 @@ class TriggerClient:
     def wait(self, request_id: str, timeout: float) -> RequestState:
         """Block up to `timeout` seconds for the request to reach a terminal state."""
         return self.states.wait(request_id, timeout)
+
+    def requests(
+        self,
+        *,
+        status: Iterable[str | Status] = (),
+        pipeline: str | None = None,
+        source: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[RequestState]:
+        """Recorded requests, newest first: any of `status`, of `pipeline` (name or template), from `source`,
+        created since a time or within a duration, at most `limit`; `ValueError` for a bad filter."""
+        return list_requests(self.redis, RequestQuery.build(status, pipeline, source, since, limit))
 
 
 def _id_of(request: object) -> str | None:
