@@ -83,6 +83,14 @@ UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
 """kombu's Redis transport: delivery tags of unacknowledged messages, scored by delivery time."""
 
+PRIORITY_SEPARATOR = "\x06\x16"
+"""kombu's Redis transport: a message of priority N (1-9) waits on the list `{queue}{separator}{N}`."""
+
+
+def queue_lists(queue: str) -> list[str]:
+    """Every Redis list holding `queue`'s messages: the queue itself (priority 0) and its nine priority lists."""
+    return [queue, *(f"{queue}{PRIORITY_SEPARATOR}{n}" for n in range(1, 10))]
+
 
 def waiting_key(queue: str) -> str:
     """Sorted set of the requests enqueued on `queue` that no worker has taken on yet, scored by enqueue time."""

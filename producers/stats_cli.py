@@ -26,9 +26,10 @@ def format_stats(stats: ClusterStats) -> str:
     """The readable block `trigger stats` prints."""
     lines = [
         f"queue {stats.queue} at {_clock(stats.read_at)}",
-        f"  queue depth        {stats.queue_depth}",
+        f"  queue depth        {stats.queue_depth}{_by_priority(stats)}",
         f"  waiting            {stats.waiting} (enqueued, not taken on by a worker yet)",
         f"  retry scheduled    {stats.retry_scheduled}{_next_due(stats)}",
+        *_retry_lines(stats),
         f"  dead letters       {stats.dead_letters} ({_size(stats.dead_letter_bytes)})",
         f"  leases held        {stats.leases_held} (requests running now, all queues)",
     ]
@@ -43,6 +44,24 @@ def _next_due(stats: ClusterStats) -> str:
     if stats.next_retry_at is None:
         return ""
     return f" (next due {_clock(stats.next_retry_at)}, in {max(0.0, stats.next_retry_at - stats.read_at):.0f}s)"
+
+
+def _by_priority(stats: ClusterStats) -> str:
+    """`(by priority: 0: 10, 9: 2)` once any message waits on a priority list, else nothing."""
+    if not set(stats.depth_by_priority) - {0}:
+        return ""
+    return " (by priority: " + ", ".join(f"{n}: {d}" for n, d in sorted(stats.depth_by_priority.items())) + ")"
+
+
+def _retry_lines(stats: ClusterStats) -> list[str]:
+    """The overdue count (when any) and the soonest scheduled attempts, one line each."""
+    overdue = [f"    {stats.retry_overdue} overdue (due, not released yet: is a worker running?)"]
+    soonest = [f"    {rid}  due {_clock(due)} ({_relative(due - stats.read_at)})" for rid, due in stats.next_retries]
+    return overdue * bool(stats.retry_overdue) + soonest
+
+
+def _relative(seconds: float) -> str:
+    return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
 
 
 def _size(count: int) -> str:
