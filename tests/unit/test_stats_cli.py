@@ -44,6 +44,24 @@ def test_the_block_shows_every_figure_and_a_table_of_outcomes() -> None:
     ]
 
 
+def test_priority_lists_overdue_and_soonest_retries_are_shown_when_there_are_some() -> None:
+    busy = ClusterStats(
+        **{
+            **STATS.__dict__,
+            "depth_by_priority": {0: 10, 9: 2},
+            "retry_overdue": 1,
+            "next_retries": [("r0", 1796199990.0), ("r1", 1796200028.0)],
+        }
+    )
+    lines = format_stats(busy).splitlines()
+    assert lines[1] == "  queue depth        12 (by priority: 0: 10, 9: 2)"
+    assert lines[4:7] == [
+        "    1 overdue (due, not released yet: is a worker running?)",
+        "    r0  due 2026-12-02 08:26:30 UTC (10s ago)",
+        "    r1  due 2026-12-02 08:27:08 UTC (in 28s)",
+    ]
+
+
 def test_nothing_ended_yet_says_so() -> None:
     empty = ClusterStats(**{**STATS.__dict__, "outcomes": {}, "next_retry_at": None})
     text = format_stats(empty)
