@@ -120,6 +120,14 @@ def test_the_worker_does_not_index_a_request_again_when_it_moves_on(processor: P
     assert ids(client.requests()) == [request.request_id]
 
 
+def test_an_unrecorded_duplicate_ended_on_arrival_is_indexed(processor: Processor, fake_redis: Any) -> None:
+    processor.s.claims.claim("nightly-1", "the-owner")
+    request = request_from("training_pipeline", idempotency_key="nightly-1")  # sent with no state (celery send_task)
+    assert processor.early.check(request).ended is not None
+    [listed] = list_requests(fake_redis, RequestQuery.build(status=["duplicate"]))
+    assert listed.request_id == request.request_id and listed.duplicate_of == "the-owner"
+
+
 def test_a_bad_filter_is_named_with_what_is_valid() -> None:
     with pytest.raises(ValueError, match="unknown status 'finished'; valid statuses: queued, running, "):
         status_named("finished")
