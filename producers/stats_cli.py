@@ -90,13 +90,15 @@ def _outcome_table(stats: ClusterStats) -> list[str]:
     return ["requests ended, by pipeline and status:", header, *body]
 
 
-def render(stats: ClusterStats, as_json: bool) -> str:
-    """One reading as printed: a JSON object on one line, or the readable block."""
-    return json.dumps(stats.as_dict()) if as_json else format_stats(stats)
+def render(readings: list[ClusterStats], as_json: bool) -> str:
+    """One reading (of each queue asked for) as printed: a JSON object a line, or readable blocks."""
+    if as_json:
+        return "\n".join(json.dumps(stats.as_dict()) for stats in readings)
+    return "\n\n".join(format_stats(stats) for stats in readings)
 
 
 def watch(
-    read: Callable[[], ClusterStats],
+    read: Callable[[], list[ClusterStats]],
     out: TextIO,
     as_json: bool,
     tty: bool,
@@ -119,11 +121,12 @@ def watch(
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per reading).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object a line per queue and reading).")
 @click.option("--watch", "watching", is_flag=True, help="Refresh until Ctrl-C (in place on a terminal).")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many readings.")
-def stats(as_json: bool, watching: bool, interval: float, count: int | None) -> None:
+@click.option("--queue", "queues", multiple=True, help="This queue instead of TRIGGER_QUEUE (repeatable).")
+def stats(as_json: bool, watching: bool, interval: float, count: int | None, queues: tuple[str, ...]) -> None:
     """Cluster-wide figures of the queue (TRIGGER_QUEUE) from Redis: depth, retries, dead letters, leases, outcomes.
 
     The counts by pipeline and status cover every worker of the queue: each worker raises them in the same
@@ -132,8 +135,8 @@ def stats(as_json: bool, watching: bool, interval: float, count: int | None) -> 
     settings = ProducerSettings()
     client = connect(settings)
 
-    def read() -> ClusterStats:
-        return read_stats(client, settings.queue)
+    def read() -> list[ClusterStats]:
+        return [read_stats(client, queue) for queue in queues or (settings.queue,)]
 
     if not watching:
         click.echo(render(read(), as_json))

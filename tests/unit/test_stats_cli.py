@@ -97,10 +97,22 @@ def test_watch_piped_as_json_prints_a_line_per_reading(redis_for_cli: fakeredis.
 def test_watch_on_a_terminal_redraws_in_place_and_piped_appends() -> None:
     readings = iter([STATS, ClusterStats(**{**STATS.__dict__, "queue_depth": 0})])
     out, naps = io.StringIO(), []
-    watch(lambda: next(readings), out, as_json=False, tty=True, interval=5, count=2, sleep=naps.append)
+    watch(lambda: [next(readings)], out, as_json=False, tty=True, interval=5, count=2, sleep=naps.append)
     assert out.getvalue().count(CLEAR) == 2 and naps == [5]
     assert "refreshing every 5s" in out.getvalue()
     piped = io.StringIO()
-    watch(lambda: STATS, piped, as_json=False, tty=False, interval=5, count=2, sleep=lambda _: None)
+    watch(lambda: [STATS], piped, as_json=False, tty=False, interval=5, count=2, sleep=lambda _: None)
     assert CLEAR not in piped.getvalue() and piped.getvalue().count("queue zenml-triggers at") == 2
     assert "\n\nqueue zenml-triggers" in piped.getvalue()
+
+
+def test_each_queue_asked_for_gets_its_block_or_its_json_line(redis_for_cli: fakeredis.FakeRedis) -> None:
+    redis_for_cli.lpush("q-a", "m1", "m2")
+    redis_for_cli.lpush("q-b\x06\x169", "m3")
+    result = CliRunner().invoke(cli, ["stats", "--json", "--queue", "q-a", "--queue", "q-b"])
+    assert result.exit_code == 0, result.output
+    printed = [json.loads(line) for line in result.output.splitlines()]
+    assert [(p["queue"], p["queue_depth"]) for p in printed] == [("q-a", 2), ("q-b", 1)]
+    readable = CliRunner().invoke(cli, ["stats", "--queue", "q-a", "--queue", "q-b"]).output
+    assert "  queue depth        2\n" in readable and "  queue depth        1 (by priority: 9: 1)\n" in readable
+    assert readable.index("queue q-a at") < readable.index("\n\nqueue q-b at")
