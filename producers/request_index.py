@@ -79,7 +79,8 @@ class RequestQuery:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, not {limit}")
         bound = None if since is None else as_epoch(since, datetime.now(timezone.utc))
-        return cls(frozenset(status_named(s) for s in status), pipeline, source, bound, limit)
+        names = [status] if isinstance(status, (str, Status)) else status  # one status given alone
+        return cls(frozenset(status_named(s) for s in names), pipeline, source, bound, limit)
 
     def matches(self, state: RequestState) -> bool:
         """Whether `state` passes every filter of the query."""

@@ -56,6 +56,7 @@ def test_filters_by_status_pipeline_or_template_and_source(client: TriggerClient
     record(client, "b", Status.RETRYING, next_attempt_at=datetime.now(timezone.utc))
     assert ids(client.requests(status=["queued"])) == ["d", "c"]
     assert ids(client.requests(status=[Status.SUCCEEDED, "retrying"])) == ["b", "a"]
+    assert ids(client.requests(status="queued")) == ids(client.requests(status=Status.QUEUED)) == ["d", "c"]
     assert ids(client.requests(pipeline="training_pipeline")) == ["b", "a"]
     assert ids(client.requests(pipeline="nightly")) == ["c"]
     assert ids(client.requests(source="cli")) == ["d", "a"]
