@@ -12,7 +12,7 @@ and, to show where ``send``'s time goes, two parts of it on their own:
 * ``txn_set_lpush``: the MULTI/SET/LPUSH/EXEC transaction ``send`` executes, with prebuilt bytes.
 
 Prints one JSON object: rate and latency percentiles per mode, and the producer/raw latency ratios
-(target: within 2x). Only the queue list and the state keys this run wrote are deleted afterwards.
+(target: within 2x). Only the queue list and the state keys (and index entries) this run wrote are deleted afterwards.
 
     python benchmarks/enqueue.py [--count 20000] [--rounds 5] [--redis-url redis://127.0.0.1:6379/14]
 """
@@ -159,6 +159,7 @@ class Modes:
         self.raw.delete(self.queue, keys.waiting_key(self.queue), keys.waiting_messages_key(self.queue))
         for start in range(0, len(self.request_ids), 1000):
             self.raw.delete(*(keys.state_key(rid) for rid in self.request_ids[start : start + 1000]))
+            self.raw.zrem(keys.REQUESTS_INDEX_KEY, *self.request_ids[start : start + 1000])
 
 
 MODES = ("trigger", "send", "raw_lpush", "send_cpu_only", "txn_set_lpush")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -34,6 +34,7 @@ from producers.client import (
     timeouts,
 )
 from producers.contract import TriggerRequest
+from producers.request_index import DEFAULT_LIMIT, RequestQuery, list_requests_async
 from producers.run_stop import RunStopper, ZenMLRunStopper
 from producers.settings import ProducerSettings
 from producers.state import POLL_INTERVAL, RequestState, Status, known_state, parse_state, pause_before
@@ -171,6 +172,18 @@ class AsyncTriggerClient:
             if await self._cancel(keys=call.keys, args=call.args) in (b"ok", "ok"):
                 return ended
         raise kept_changing(request_id)
+
+    async def requests(
+        self,
+        *,
+        status: Iterable[str | Status] = (),
+        pipeline: str | None = None,
+        source: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[RequestState]:
+        """Recorded requests, newest first, filtered as `TriggerClient.requests` filters them."""
+        return await list_requests_async(self.redis, RequestQuery.build(status, pipeline, source, since, limit))
 
     async def aclose(self) -> None:
         """Close the Redis client and the connections of its pool."""

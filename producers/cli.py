@@ -37,6 +37,7 @@ WORKER_COMMANDS = {
     "schedules": "producers.schedules_cli:schedules",
     "stats": "producers.stats_cli:stats",
     "cancel": "producers.cancel_cli:cancel",
+    "requests": "producers.requests_cli:requests",
 }
 EXTRA_OF = {"drift": "drift", "gateway": "gateway"}
 """The extra a lazily loaded command needs, when it is not the worker's."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import redis
@@ -22,6 +22,7 @@ from producers.delayed import due_at, first_state
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
 from producers.priority import queue_list
+from producers.request_index import DEFAULT_LIMIT, INDEX_REQUEST, RequestQuery, list_requests
 from producers.run_stop import RunStopper, ZenMLRunStopper
 from producers.settings import ProducerSettings, redacted_url
 from producers.signing import sign
@@ -32,8 +33,11 @@ log = logging.getLogger("producers.client")
 # State and message in one atomic round trip; a Lua call is ~1.5x a bare LPUSH, MULTI/EXEC ~2.3x.
 # NX: re-sending a request id (a producer retrying after a timeout) never resets its recorded
 # state; the worker sees the earlier outcome and the copy starts nothing.
-ENQUEUE_SCRIPT = """
+ENQUEUE_SCRIPT = (
+    INDEX_REQUEST
+    + """
 if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
+  index_request(KEYS[8], ARGV[5], ARGV[2])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[5])
   redis.call('HSET', KEYS[4], ARGV[5], ARGV[3])
   if ARGV[6] ~= '' then redis.call('SET', KEYS[5], ARGV[5], 'EX', ARGV[2]) end
@@ -47,12 +51,14 @@ else
 end
 return 1
 """
+)
 # A new request is also noted as waiting (with its message) until a worker takes it on, so the
 # worker's sweeper can send again a message that was popped and lost before kombu recorded it. A request
 # with a coalescing key becomes the key's latest, decided here, atomically, in enqueue order (not by clocks).
 # The message goes onto its priority's list (KEYS[2]), or, for a `scheduled` request, into the retry
 # schedule (KEYS[6]) at its due time (ARGV[7]), which also scores it in the waiting index: the sweeper
 # looks for a lost message only once it is due; the request's envelope set (KEYS[7]) lists it for a cancel.
+# And it enters the time index `trigger requests list` walks (see producers.request_index).
 
 
 class EnqueueCall(NamedTuple):
@@ -84,6 +90,7 @@ def enqueue_call(
             keys.coalesce_latest_key(coalesce_key),
             keys.retry_schedule_key(queue),
             keys.scheduled_envelopes_key(queue, state.request_id),
+            keys.REQUESTS_INDEX_KEY,
         ],
         args=[state.to_json(), settings.state_ttl, envelope, due or now, state.request_id, coalesce_key, due or ""],
     )
@@ -354,6 +361,19 @@ class TriggerClient:
             if self._cancel(keys=call.keys, args=call.args) in (b"ok", "ok"):
                 return ended
         raise kept_changing(request_id)
+
+    def requests(
+        self,
+        *,
+        status: Iterable[str | Status] = (),
+        pipeline: str | None = None,
+        source: str | None = None,
+        since: datetime | timedelta | None = None,
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[RequestState]:
+        """Recorded requests, newest first: any of `status`, of `pipeline` (name or template), from `source`,
+        created since a time or within a duration, at most `limit`; `ValueError` for a bad filter."""
+        return list_requests(self.redis, RequestQuery.build(status, pipeline, source, since, limit))
 
 
 def _id_of(request: object) -> str | None:

@@ -17,6 +17,11 @@ def state_key(request_id: str) -> str:
     return f"{KEY_PREFIX}:request:{request_id}"
 
 
+REQUESTS_INDEX_KEY = f"{KEY_PREFIX}:requests"
+"""Sorted set of request ids scored by when their first state was written (Redis clock, epoch seconds): what
+`trigger requests list` walks, newest first. Written with that state, pruned past the state TTL on write."""
+
+
 def idempotency_key(key: str) -> str:
     """Where the claim on one idempotency key lives."""
     return f"{KEY_PREFIX}:idempotency:{key}"

@@ -6,6 +6,7 @@ round trip, so every worker and every terminal sees the same numbers whichever p
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,9 @@ import redis
 
 from producers import keys
 from producers.priority import queue_lists
+
+NEXT_RETRIES = 5
+"""How many of the soonest scheduled attempts a reading lists."""
 
 OTHER_PIPELINE = "other"
 """The pipeline label of a request that names no pipeline the worker registers (an unknown name, a
@@ -47,7 +51,7 @@ class ClusterStats:
     queue: str
     read_at: float
     queue_depth: int
-    """Messages on the Celery queue (its Redis list of every priority step), not yet taken by a worker."""
+    """Messages on the Celery queue (its Redis list and kombu's priority lists), not yet taken by a worker."""
     waiting: int
     """Requests enqueued that no worker has taken on yet (the queue plus messages prefetched or in flight)."""
     retry_scheduled: int
@@ -57,6 +61,12 @@ class ClusterStats:
     leases_held: int
     """Requests a live worker is working on now (all queues of this Redis)."""
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    depth_by_priority: dict[int, int] = field(default_factory=dict)
+    """The queue depth by priority (0 is the queue's own list), the non-empty lists only."""
+    retry_overdue: int = 0
+    """Scheduled attempts already due: only a worker releases them, so a growing count means none runs."""
+    next_retries: list[tuple[str, float]] = field(default_factory=list)
+    """The first few scheduled attempts: (request id, due epoch seconds), soonest first."""
 
     def totals(self) -> dict[str, int]:
         """Requests by terminal status, all pipelines together."""
@@ -79,12 +89,13 @@ def read_stats(client: redis.Redis, queue: str, clock: Callable[[], float] = tim
         pipe.llen(name)
     pipe.zcard(keys.waiting_key(queue))
     pipe.zcard(keys.retry_schedule_key(queue))
-    pipe.zrange(keys.retry_schedule_key(queue), 0, 0, withscores=True)
+    pipe.zrange(keys.retry_schedule_key(queue), 0, NEXT_RETRIES - 1, withscores=True)
+    pipe.zcount(keys.retry_schedule_key(queue), "-inf", now)
     pipe.zcard(keys.DEAD_LETTERS_KEY)
     pipe.get(keys.DEAD_LETTER_BYTES_KEY)
     pipe.zcount(keys.LEASES_KEY, now, "+inf")
     pipe.hgetall(keys.outcome_counts_key(queue))
-    *depths, waiting, scheduled, first, letters, letter_bytes, leases, outcomes = pipe.execute()
+    *depths, waiting, scheduled, first, overdue, letters, letter_bytes, leases, outcomes = pipe.execute()
     return ClusterStats(
         queue=queue,
         read_at=now,
@@ -96,4 +107,15 @@ def read_stats(client: redis.Redis, queue: str, clock: Callable[[], float] = tim
         dead_letter_bytes=int(letter_bytes or 0),
         leases_held=leases,
         outcomes=parse_outcomes(outcomes),
+        depth_by_priority={n: depth for n, depth in enumerate(depths) if depth},
+        retry_overdue=overdue,
+        next_retries=[(envelope_id(envelope), due) for envelope, due in first],
     )
+
+
+def envelope_id(envelope: bytes) -> str:
+    """The request id of a scheduled task envelope (its task id), or `?` for one that does not read."""
+    try:
+        return str(json.loads(envelope)["headers"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return "?"

@@ -26,9 +26,10 @@ def format_stats(stats: ClusterStats) -> str:
     """The readable block `trigger stats` prints."""
     lines = [
         f"queue {stats.queue} at {_clock(stats.read_at)}",
-        f"  queue depth        {stats.queue_depth}",
+        f"  queue depth        {stats.queue_depth}{_by_priority(stats)}",
         f"  waiting            {stats.waiting} (enqueued, not taken on by a worker yet)",
         f"  retry scheduled    {stats.retry_scheduled}{_next_due(stats)}",
+        *_retry_lines(stats),
         f"  dead letters       {stats.dead_letters} ({_size(stats.dead_letter_bytes)})",
         f"  leases held        {stats.leases_held} (requests running now, all queues)",
     ]
@@ -43,6 +44,24 @@ def _next_due(stats: ClusterStats) -> str:
     if stats.next_retry_at is None:
         return ""
     return f" (next due {_clock(stats.next_retry_at)}, in {max(0.0, stats.next_retry_at - stats.read_at):.0f}s)"
+
+
+def _by_priority(stats: ClusterStats) -> str:
+    """`(by priority: 0: 10, 9: 2)` once any message waits on a priority list, else nothing."""
+    if not set(stats.depth_by_priority) - {0}:
+        return ""
+    return " (by priority: " + ", ".join(f"{n}: {d}" for n, d in sorted(stats.depth_by_priority.items())) + ")"
+
+
+def _retry_lines(stats: ClusterStats) -> list[str]:
+    """The overdue count (when any) and the soonest scheduled attempts, one line each."""
+    overdue = [f"    {stats.retry_overdue} overdue (due, not released yet: is a worker running?)"]
+    soonest = [f"    {rid}  due {_clock(due)} ({_relative(due - stats.read_at)})" for rid, due in stats.next_retries]
+    return overdue * bool(stats.retry_overdue) + soonest
+
+
+def _relative(seconds: float) -> str:
+    return f"in {seconds:.0f}s" if seconds >= 0 else f"{-seconds:.0f}s ago"
 
 
 def _size(count: int) -> str:
@@ -71,13 +90,15 @@ def _outcome_table(stats: ClusterStats) -> list[str]:
     return ["requests ended, by pipeline and status:", header, *body]
 
 
-def render(stats: ClusterStats, as_json: bool) -> str:
-    """One reading as printed: a JSON object on one line, or the readable block."""
-    return json.dumps(stats.as_dict()) if as_json else format_stats(stats)
+def render(readings: list[ClusterStats], as_json: bool) -> str:
+    """One reading (of each queue asked for) as printed: a JSON object a line, or readable blocks."""
+    if as_json:
+        return "\n".join(json.dumps(stats.as_dict()) for stats in readings)
+    return "\n\n".join(format_stats(stats) for stats in readings)
 
 
 def watch(
-    read: Callable[[], ClusterStats],
+    read: Callable[[], list[ClusterStats]],
     out: TextIO,
     as_json: bool,
     tty: bool,
@@ -100,11 +121,12 @@ def watch(
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object per reading).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one object a line per queue and reading).")
 @click.option("--watch", "watching", is_flag=True, help="Refresh until Ctrl-C (in place on a terminal).")
 @click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="Seconds.")
 @click.option("--count", type=click.IntRange(min=1), help="With --watch: stop after this many readings.")
-def stats(as_json: bool, watching: bool, interval: float, count: int | None) -> None:
+@click.option("--queue", "queues", multiple=True, help="This queue instead of TRIGGER_QUEUE (repeatable).")
+def stats(as_json: bool, watching: bool, interval: float, count: int | None, queues: tuple[str, ...]) -> None:
     """Cluster-wide figures of the queue (TRIGGER_QUEUE) from Redis: depth, retries, dead letters, leases, outcomes.
 
     The counts by pipeline and status cover every worker of the queue: each worker raises them in the same
@@ -113,8 +135,8 @@ def stats(as_json: bool, watching: bool, interval: float, count: int | None) -> 
     settings = ProducerSettings()
     client = connect(settings)
 
-    def read() -> ClusterStats:
-        return read_stats(client, settings.queue)
+    def read() -> list[ClusterStats]:
+        return [read_stats(client, queue) for queue in queues or (settings.queue,)]
 
     if not watching:
         click.echo(render(read(), as_json))

@@ -19,6 +19,7 @@ import redis
 
 from producers import keys
 from producers.contract import TriggerRequest
+from producers.request_index import INDEX_REQUEST
 from producers.state import RequestState, Status
 from producers.stats import outcome_field, pipeline_label
 from worker.admission import MAX_COVERED, SUPERSEDE
@@ -26,6 +27,7 @@ from worker.outcomes import Observer, Unobserved
 
 _EARLY = (
     SUPERSEDE
+    + INDEX_REQUEST
     + """
 local state_key, lease_key, claim_key, latest_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local me, slot = ARGV[1], ARGV[2]
@@ -46,6 +48,7 @@ if redis.call('EXISTS', lease_key) == 1 then return {'state', current or ''} end
 local function finish(template, other, counted_as)
   local first, last = string.find(template, slot, 1, true)
   local record = string.sub(template, 1, first - 1) .. cjson.encode(other) .. string.sub(template, last + 1)
+  if not current then index_request(KEYS[8], me, ARGV[5]) end
   redis.call('SET', state_key, record, 'EX', ARGV[5])
   redis.call('HINCRBY', KEYS[7], counted_as, 1)
   redis.call('ZREM', KEYS[5], me)
@@ -70,11 +73,11 @@ return {'state', current or ''}
 """
 )
 """KEYS: state, lease, idempotency claim, coalescing key's latest, waiting index, waiting messages, outcome
-counts. ARGV: request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no
+counts, requests index. ARGV: request id, the JSON slot the other request's id fills, the `duplicate` state ('' = no
 idempotency key), the `coalesced` state ('' = no coalescing key), state TTL, covered-list prefix, count prefix,
 most covered ids kept, the request's identity (`IDENTITY` fields, newline-joined), the outcome-count fields of
 `duplicate` and `coalesced` (raised with the state they count). Only a `queued` or `scheduled` (or unrecorded) request
-nobody leases, whose record is this request's own, is ended here."""
+nobody leases, whose record is this request's own, is ended here; an unrecorded one enters the requests index."""
 
 IDENTITY = ("source", "pipeline_name", "template", "idempotency_key", "coalesce_key", "replay_of")
 """Fields a message must share with the stored record to end it early: a message sent under another request's
@@ -103,6 +106,7 @@ class EarlyEnds:
     ) -> None:
         self.state_ttl, self.worker = state_ttl, worker
         self.waiting = [keys.waiting_key(queue), keys.waiting_messages_key(queue), keys.outcome_counts_key(queue)]
+        self.waiting.append(keys.REQUESTS_INDEX_KEY)
         self.observer = observer or Unobserved()
         self.pipelines = frozenset(pipelines)
         self._early = client.register_script(_EARLY)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from producers import keys
+from producers.request_index import INDEX_REQUEST
 from producers.state import TERMINAL, RequestState, StateStore
 from producers.stats import outcome_field, pipeline_label
 from worker.dead_letters import ADD_LETTER, LETTER_KEYS, LETTER_PREFIX, DeadLetter, DeadLetterStore
@@ -22,6 +23,7 @@ from worker.schedule import RetrySchedule
 
 _RECORD = (
     ADD_LETTER
+    + INDEX_REQUEST
     + """
 local state_key, lease_key, claim_key, schedule_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local holder = ARGV[2]
@@ -33,6 +35,7 @@ if current then
     if name == status then return 'terminal' end
   end
 end
+if not current then index_request(KEYS[13], ARGV[16], ARGV[4]) end
 redis.call('SET', state_key, ARGV[3], 'EX', ARGV[4])
 if ARGV[17] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[17], 1) end
 if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
@@ -50,7 +53,8 @@ return 'ok'
 """
 )
 """KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages, outcome counts,
-the request's scheduled-envelope set.
+the request's scheduled-envelope set, requests index (a state written first here, under an id of the worker's own,
+enters it).
 ARGV: letter prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6,
 or '' and five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id, outcome field
 ('' = not terminal). Returns 'ok', 'fenced' or 'terminal'. Any status but `queued` means a worker took the
@@ -149,6 +153,7 @@ class Outcomes:
             keys.waiting_messages_key(self.schedule.queue),
             self.counts_key,
             keys.scheduled_envelopes_key(self.schedule.queue, state.request_id),
+            keys.REQUESTS_INDEX_KEY,
         ]
         args = [LETTER_PREFIX, holder or "", state.to_json(), self.states.ttl, _TERMINAL, *letter]
         args += [state.request_id if claim else "", envelope, due, state.status.value, state.request_id]

@@ -78,7 +78,7 @@ def test_both_clients_leave_the_same_keys_and_messages_in_the_real_redis(redis_u
     asyncio.run(send_async())
 
     assert snapshot(reader) == by_sync
-    assert len(by_sync) == 5  # state, queue, waiting index, waiting message, coalescing key's latest
+    assert len(by_sync) == 6  # state, queue, waiting index, waiting message, coalescing key's latest, requests index
 
 
 def test_calls_reuse_one_pooled_connection(redis_url: str) -> None:

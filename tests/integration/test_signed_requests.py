@@ -95,6 +95,7 @@ def test_a_locked_down_redis_over_tls_lets_each_side_do_only_its_part(
     state = stack.wait(request_id)
 
     assert state.status is Status.SUCCEEDED, stack.logs()
+    assert [s.request_id for s in producer.requests(limit=2)] == [request_id, stack.probes[0]]  # the index's ACL
     for command in (
         ("DEL", keys.DEFAULT_QUEUE),
         ("LRANGE", keys.DEFAULT_QUEUE, 0, -1),

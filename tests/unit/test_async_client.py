@@ -100,6 +100,7 @@ def test_both_clients_write_the_same_keys_and_messages_for_the_same_request() ->
             keys.waiting_key(QUEUE),
             keys.waiting_messages_key(QUEUE),
             keys.coalesce_latest_key("drift:churn"),
+            keys.REQUESTS_INDEX_KEY,
         ]
     )
 

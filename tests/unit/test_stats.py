@@ -7,7 +7,8 @@ import time
 import fakeredis
 
 from producers import keys
-from producers.stats import ClusterStats, outcome_field, parse_outcomes, pipeline_label, read_stats
+from producers.envelope import task_envelope
+from producers.stats import NEXT_RETRIES, ClusterStats, outcome_field, parse_outcomes, pipeline_label, read_stats
 from worker.lease import Leases
 
 
@@ -31,6 +32,8 @@ def test_every_figure_is_read_from_the_key_the_workers_keep(fake_redis: fakeredi
         dead_letter_bytes=812,
         leases_held=0,
         outcomes={"training_pipeline": {"succeeded": 4}},
+        depth_by_priority={0: 2},
+        next_retries=[("?", 1500.0), ("?", 2000.0)],  # members that are no task envelope still count
     )
 
 
@@ -81,3 +84,20 @@ def test_totals_add_up_the_pipelines() -> None:
     stats = ClusterStats(**{**stats.__dict__, "outcomes": {"a": {"failed": 1, "succeeded": 2}, "b": {"succeeded": 3}}})
     assert stats.totals() == {"failed": 1, "succeeded": 5}
     assert stats.as_dict()["totals"] == {"failed": 1, "succeeded": 5}
+
+
+def test_the_depth_counts_kombus_priority_lists_and_says_which(fake_redis: fakeredis.FakeRedis) -> None:
+    fake_redis.lpush("q", "m1")
+    fake_redis.lpush("q\x06\x163", "m2", "m3")
+    fake_redis.lpush("q\x06\x169", "m4")
+    fake_redis.lpush("q-other\x06\x169", "not ours")
+    stats = read_stats(fake_redis, "q")
+    assert stats.queue_depth == 4 and stats.depth_by_priority == {0: 1, 3: 2, 9: 1}
+
+
+def test_the_soonest_retries_are_named_by_request_and_overdue_ones_counted(fake_redis: fakeredis.FakeRedis) -> None:
+    due = {task_envelope(keys.TASK_NAME, f"r{n}", ["{}"], "q"): 1000.0 + 10 * n for n in range(8)}
+    fake_redis.zadd(keys.retry_schedule_key("q"), due)
+    stats = read_stats(fake_redis, "q", clock=lambda: 1025.0)
+    assert stats.retry_scheduled == 8 and stats.retry_overdue == 3  # r0, r1, r2 are due and not released
+    assert stats.next_retries == [(f"r{n}", 1000.0 + 10 * n) for n in range(NEXT_RETRIES)]
