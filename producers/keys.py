@@ -99,6 +99,12 @@ def coalesce_running_key(key: str) -> str:
     return f"{KEY_PREFIX}:coalesce:running:{key}"
 
 
+def concurrency_slots_key(queue: str, name: str) -> str:
+    """Sorted set of the request ids holding a slot of concurrency limit `name` (a pipeline or
+    `template:NAME`) on `queue`, scored by when each was admitted."""
+    return f"{KEY_PREFIX}:concurrency:{queue}:{name}"
+
+
 COALESCED_FROM_PREFIX = f"{KEY_PREFIX}:coalesced-from:"
 """`<prefix><request id>`: list of the requests coalesced into that request (bounded)."""
 

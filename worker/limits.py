@@ -1,0 +1,132 @@
+"""Concurrency limits: at most N runs at once of a pipeline or a template, across all workers.
+
+A run takes a slot in the limit's Redis sorted set (members are request ids, scores the time
+each was admitted) as the last step of the admission chain, and gives it back when its attempt
+is over. A slot is only as alive as its request's lease: the admission first drops the members
+whose lease key is gone, so a killed worker's slot frees itself once its lease runs out, with no
+heartbeat of its own. Only the lease key's existence is read, never its value (the holder).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import redis
+
+from producers import keys
+from producers.contract import TriggerRequest
+from producers.logs import get_logger
+from producers.state import RequestState
+from worker.admission import ADMIT, Verdict
+
+TEMPLATE_PREFIX = "template:"
+"""A limit key naming a template rather than a pipeline, as in `TRIGGER_RUN_TIMEOUTS`."""
+
+_TAKE = """
+local slots, me, most, lease_prefix = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+for _, id in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+  if id ~= me and redis.call('EXISTS', lease_prefix .. id) == 0 then redis.call('ZREM', slots, id) end
+end
+if redis.call('ZSCORE', slots, me) then return {1, ''} end
+if redis.call('ZCARD', slots) < most then
+  redis.call('ZADD', slots, ARGV[4], me)
+  return {1, ''}
+end
+return {0, table.concat(redis.call('ZRANGE', slots, 0, 2), ', ')}
+"""
+"""KEYS: the limit's slots. ARGV: request id, limit, lease key prefix, now. Drop the slots whose request
+holds no lease any more, then take one (or keep ours, for a request admitted before) if fewer than the
+limit are held. Returns {1, ''} when admitted, else {0, the first few holders}."""
+
+
+def checked_limits(value: object) -> dict[str, int]:
+    """`TRIGGER_CONCURRENCY_LIMITS` as given, or a `ValueError` naming the first bad entry."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f'must be a JSON object of {{"PIPELINE" or "template:NAME": runs at once}}, not {value!r}')
+    for name, most in value.items():
+        problem = _name_problem(name) or _count_problem(most)
+        if problem:
+            raise ValueError(f"entry {name!r}: {problem}")
+    return dict(value)
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        return "the name must be a pipeline name or template:NAME, without surrounding spaces"
+    if name.startswith(TEMPLATE_PREFIX) and not name.removeprefix(TEMPLATE_PREFIX).strip():
+        return "template: must be followed by the template's name"
+    return None
+
+
+def _count_problem(most: object) -> str | None:
+    if isinstance(most, bool) or not isinstance(most, int) or most < 1:
+        return f"the limit must be a whole number of runs, at least 1, not {most!r}"
+    return None
+
+
+def limit_name(limits: Mapping[str, int], pipeline: str | None, template_ref: str | None) -> str | None:
+    """The limit a run counts against: its template's (`template:NAME`), else its pipeline's, else none.
+
+    The same rule as the run time limits (`TRIGGER_RUN_TIMEOUTS`): a template's limit replaces its
+    pipeline's, so a template run counts against one limit only. `template_ref` is `NAME@VERSION`.
+    """
+    template = TEMPLATE_PREFIX + template_ref.rpartition("@")[0] if template_ref else None
+    if template is not None and template in limits:
+        return template
+    return pipeline if pipeline is not None and pipeline in limits else None
+
+
+class ConcurrencyLimits:
+    """The admission control for `TRIGGER_CONCURRENCY_LIMITS`: admit while a slot is free, else defer.
+
+    It reads the pipeline and template the request resolved to from the state the chain is given
+    (`state.pipeline_name`, `state.template_ref`). A deferred request is looked at again `poll`
+    seconds later through the retry schedule, keeping its attempt number; no order is promised
+    among the requests waiting for a slot.
+    """
+
+    def __init__(
+        self, client: redis.Redis, limits: Mapping[str, int], queue: str, poll: float, pipelines: Iterable[str] = ()
+    ) -> None:
+        self.limits, self.queue, self.poll = dict(limits), queue, poll
+        self._client, self._take = client, client.register_script(_TAKE)
+        _warn_unregistered(self.limits, frozenset(pipelines))
+
+    def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
+        """Take a slot of the run's limit, or defer while all of them are held by live runs."""
+        name = limit_name(self.limits, state.pipeline_name, state.template_ref)
+        if name is None:
+            return ADMIT
+        taken, holders = self._ask(name, request.request_id)
+        if taken:
+            return ADMIT
+        reason = f"concurrency limit {name!r} ({self.limits[name]}) is full, held by {holders}"
+        return Verdict("defer", reason=reason, delay=self.poll)
+
+    def release(self, request: TriggerRequest) -> None:
+        """Give back the slot this request holds, in whichever limit it is (a no-op when none)."""
+        if not self.limits:
+            return
+        pipe = self._client.pipeline(transaction=True)
+        for name in self.limits:
+            pipe.zrem(keys.concurrency_slots_key(self.queue, name), request.request_id)
+        pipe.execute()
+
+    def held(self, name: str) -> list[str]:
+        """The request ids holding a slot of limit `name`, oldest first (slots of dead runs included
+        until the next admission drops them)."""
+        members = self._client.zrange(keys.concurrency_slots_key(self.queue, name), 0, -1)
+        return [member.decode() for member in members]
+
+    def _ask(self, name: str, request_id: str) -> tuple[bool, str]:
+        key, prefix = keys.concurrency_slots_key(self.queue, name), keys.lease_key("")
+        taken, holders = self._take(keys=[key], args=[request_id, self.limits[name], prefix, time.time()])
+        return bool(taken), holders.decode() if isinstance(holders, bytes) else str(holders)
+
+
+def _warn_unregistered(limits: Mapping[str, int], pipelines: frozenset[str]) -> None:
+    """A limit on a pipeline this worker does not register is most likely a typo: say so once, at start."""
+    unknown = sorted(n for n in limits if not n.startswith(TEMPLATE_PREFIX) and n not in pipelines)
+    if unknown and pipelines:
+        get_logger().warning("trigger.limit_unregistered", limits=unknown, registered=sorted(pipelines))
