@@ -9,8 +9,9 @@ heartbeat of its own. Only the lease key's existence is read, never its value (t
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import redis
 
@@ -22,22 +23,34 @@ from worker.admission import ADMIT, Verdict
 
 TEMPLATE_PREFIX = "template:"
 """A limit key naming a template rather than a pipeline, as in `TRIGGER_RUN_TIMEOUTS`."""
+JITTER = (0.8, 1.2)
+"""A waiting request's next look is spread by this factor, so waiters deferred together do not return together."""
 
 _TAKE = """
-local slots, me, most, lease_prefix = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local slots, waiters, me = KEYS[1], KEYS[2], ARGV[1]
+local most, now, poll = tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 for _, id in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
-  if id ~= me and redis.call('EXISTS', lease_prefix .. id) == 0 then redis.call('ZREM', slots, id) end
+  if id ~= me and redis.call('EXISTS', ARGV[3] .. id) == 0 then redis.call('ZREM', slots, id) end
 end
-if redis.call('ZSCORE', slots, me) then return {1, ''} end
-if redis.call('ZCARD', slots) < most then
-  redis.call('ZADD', slots, ARGV[4], me)
-  return {1, ''}
+if redis.call('ZSCORE', slots, me) or redis.call('ZCARD', slots) < most then
+  redis.call('ZADD', slots, 'NX', now, me)
+  redis.call('ZREM', waiters, me)
+  return {1, '', '0'}
 end
-return {0, table.concat(redis.call('ZRANGE', slots, 0, 2), ', ')}
+redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now - 3 * poll)
+redis.call('ZREM', waiters, me)
+local delay = poll * math.max(1, (redis.call('ZCARD', waiters) + 1) / most) * tonumber(ARGV[6])
+redis.call('ZADD', waiters, now + delay, me)
+local last = tonumber(redis.call('ZRANGE', waiters, -1, -1, 'WITHSCORES')[2])
+redis.call('EXPIRE', waiters, math.ceil(last - now + 3 * poll))
+return {0, table.concat(redis.call('ZRANGE', slots, 0, 2), ', '), tostring(delay)}
 """
-"""KEYS: the limit's slots. ARGV: request id, limit, lease key prefix, now. Drop the slots whose request
-holds no lease any more, then take one (or keep ours, for a request admitted before) if fewer than the
-limit are held. Returns {1, ''} when admitted, else {0, the first few holders}."""
+"""KEYS: the limit's slots, its waiters. ARGV: request id, limit, lease key prefix, now, poll, jitter factor.
+Drop the slots whose request holds no lease any more, then take one (or keep ours, for a request admitted
+before) if fewer than the limit are held: {1, '', '0'}. Else wait: {0, the first few holders, delay}. The
+delay grows with the number of waiters (those due back within three polls) per slot, so the waiters of a
+limit are looked at about `limit / poll` times a second in all, however many there are, and a freed slot is
+still found within about `poll / limit` seconds."""
 
 
 def checked_limits(value: object) -> dict[str, int]:
@@ -81,15 +94,21 @@ class ConcurrencyLimits:
     """The admission control for `TRIGGER_CONCURRENCY_LIMITS`: admit while a slot is free, else defer.
 
     It reads the pipeline and template the request resolved to from the state the chain is given
-    (`state.pipeline_name`, `state.template_ref`). A deferred request is looked at again `poll`
-    seconds later through the retry schedule, keeping its attempt number; no order is promised
-    among the requests waiting for a slot.
+    (`state.pipeline_name`, `state.template_ref`). A deferred request is looked at again through
+    the retry schedule, keeping its attempt number, `poll` seconds later when it waits alone and
+    proportionally later behind a backlog (see `_TAKE`); no order is promised among the waiters.
     """
 
     def __init__(
-        self, client: redis.Redis, limits: Mapping[str, int], queue: str, poll: float, pipelines: Iterable[str] = ()
+        self,
+        client: redis.Redis,
+        limits: Mapping[str, int],
+        queue: str,
+        poll: float,
+        pipelines: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.limits, self.queue, self.poll = dict(limits), queue, poll
+        self.limits, self.queue, self.poll, self.clock = dict(limits), queue, poll, clock
         self._client, self._take = client, client.register_script(_TAKE)
         _warn_unregistered(self.limits, frozenset(pipelines))
 
@@ -98,11 +117,11 @@ class ConcurrencyLimits:
         name = limit_name(self.limits, state.pipeline_name, state.template_ref)
         if name is None:
             return ADMIT
-        taken, holders = self._ask(name, request.request_id)
+        taken, holders, delay = self._ask(name, request.request_id)
         if taken:
             return ADMIT
         reason = f"concurrency limit {name!r} ({self.limits[name]}) is full, held by {holders}"
-        return Verdict("defer", reason=reason, delay=self.poll)
+        return Verdict("defer", reason=reason, delay=delay)
 
     def release(self, request: TriggerRequest) -> None:
         """Give back the slot this request holds, in whichever limit it is (a no-op when none)."""
@@ -119,10 +138,11 @@ class ConcurrencyLimits:
         members = self._client.zrange(keys.concurrency_slots_key(self.queue, name), 0, -1)
         return [member.decode() for member in members]
 
-    def _ask(self, name: str, request_id: str) -> tuple[bool, str]:
-        key, prefix = keys.concurrency_slots_key(self.queue, name), keys.lease_key("")
-        taken, holders = self._take(keys=[key], args=[request_id, self.limits[name], prefix, time.time()])
-        return bool(taken), holders.decode() if isinstance(holders, bytes) else str(holders)
+    def _ask(self, name: str, request_id: str) -> tuple[bool, str, float]:
+        keys_ = [keys.concurrency_slots_key(self.queue, name), keys.concurrency_waiting_key(self.queue, name)]
+        args = [request_id, self.limits[name], keys.lease_key(""), self.clock(), self.poll, random.uniform(*JITTER)]
+        taken, holders, delay = self._take(keys=keys_, args=args)
+        return bool(taken), holders.decode(), float(delay)
 
 
 def _warn_unregistered(limits: Mapping[str, int], pipelines: frozenset[str]) -> None:

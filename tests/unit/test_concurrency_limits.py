@@ -16,7 +16,7 @@ from producers.contract import TriggerRequest, encode_request
 from producers.state import RequestState, Status
 from tests.unit.conftest import FakeTemplates
 from worker.errors import StoreUnavailable
-from worker.limits import ConcurrencyLimits, limit_name
+from worker.limits import JITTER, ConcurrencyLimits, limit_name
 from worker.processing import Delivery, Processor
 from worker.settings import WorkerSettings
 from worker.templates import Template
@@ -105,7 +105,7 @@ class TestSlots:
         hold_lease(fake_redis, second)
         verdict = limits.decide(second, state_of(second))
 
-        assert verdict.kind == "defer" and verdict.delay == POLL
+        assert verdict.kind == "defer" and POLL * JITTER[0] <= verdict.delay <= POLL * JITTER[1]
         assert "'training_pipeline' (1) is full" in verdict.reason and first.request_id in verdict.reason
         assert limits.held("training_pipeline") == [first.request_id]
 
@@ -161,6 +161,39 @@ class TestSlots:
 
         assert answers == [True, True, False]
         assert sorted(limits.held("template:nightly")) == sorted(r.request_id for r in nightly[:2])
+
+    def test_the_recheck_delay_grows_with_the_backlog_per_slot(self, fake_redis: fakeredis.FakeRedis) -> None:
+        now = [1000.0]
+        limits = ConcurrencyLimits(fake_redis, {"training_pipeline": 2}, QUEUE, POLL, clock=lambda: now[0])
+        assert admitted(limits, fake_redis, make_request()) and admitted(limits, fake_redis, make_request())
+        waiters = [make_request() for _ in range(6)]
+
+        delays = [self.delay(limits, fake_redis, w) for w in waiters]
+
+        expected = [POLL, POLL, POLL * 1.5, POLL * 2, POLL * 2.5, POLL * 3]  # waiters per slot, at least one poll
+        assert all(e * JITTER[0] <= d <= e * JITTER[1] for d, e in zip(delays, expected, strict=True)), delays
+        assert self.delay(limits, fake_redis, waiters[0]) >= POLL * 3 * JITTER[0], "asking again counts it once"
+        now[0] += 100  # every waiter is long overdue: admitted elsewhere, or ended
+        assert self.delay(limits, fake_redis, make_request()) <= POLL * JITTER[1]
+
+    def test_an_admitted_waiter_no_longer_counts(self, fake_redis: fakeredis.FakeRedis) -> None:
+        limits = ConcurrencyLimits(fake_redis, {"training_pipeline": 1}, QUEUE, POLL)
+        holder, first, second = make_request(), make_request(), make_request()
+        assert admitted(limits, fake_redis, holder) and not admitted(limits, fake_redis, first)
+        limits.release(holder)
+        assert admitted(limits, fake_redis, first)
+
+        assert not admitted(limits, fake_redis, second)
+        assert fake_redis.zrange(keys.concurrency_waiting_key(QUEUE, "training_pipeline"), 0, -1) == [
+            second.request_id.encode()
+        ]
+
+    @staticmethod
+    def delay(limits: ConcurrencyLimits, client: fakeredis.FakeRedis, request: TriggerRequest) -> float:
+        hold_lease(client, request)
+        verdict = limits.decide(request, state_of(request))
+        assert verdict.kind == "defer"
+        return verdict.delay
 
     def test_limits_are_per_queue(self, fake_redis: fakeredis.FakeRedis) -> None:
         ours, theirs = (ConcurrencyLimits(fake_redis, {"training_pipeline": 1}, q, POLL) for q in ("a", "b"))
