@@ -355,7 +355,7 @@ class Processor:
 
     def _schedule(self, job: Job, due: float, kwargs: dict[str, Any]) -> None:
         """Put the request back on the queue at `due` (epoch seconds), through the retry schedule."""
-        self.s.schedule.add(self._envelope(job, kwargs), due)
+        self.s.schedule.defer(self._envelope(job, kwargs), due, job.request.request_id)
 
     def _envelope(self, job: Job, kwargs: dict[str, Any]) -> str:
         """The task message that carries the job's request to this deployment's queue again.

@@ -23,6 +23,17 @@ end
 return #due
 """
 
+_DEFER = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
+end
+"""
+"""KEYS: the schedule, the waiting index, the waiting messages. ARGV: envelope, due, request id. Schedule the
+copy and, if the request is still waiting to be taken on, make it the message the lost-message sweeper looks
+for, from its due time on."""
+
 
 class RetrySchedule:
     """Holds task envelopes until their due time, then moves them atomically onto the queue."""
@@ -32,10 +43,21 @@ class RetrySchedule:
         self.queue = queue
         self.key = keys.retry_schedule_key(queue)
         self._release_due = client.register_script(_RELEASE_DUE)
+        self._defer = client.register_script(_DEFER)
 
     def add(self, envelope: str, due: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Schedule an envelope for `due` (epoch seconds)."""
         (pipe if pipe is not None else self.client).zadd(self.key, {envelope: due})
+
+    def defer(self, envelope: str, due: float, request_id: str) -> None:
+        """Schedule a deferred copy of a request that may still be `queued`, in one call.
+
+        A deferred request stays `queued`, in the producer's waiting index, while its first message is
+        gone: without this the sweeper (`worker.sweeper`) would take a wait longer than `lost_after` for a
+        lost message and send it again, adding one more copy every time.
+        """
+        waiting = [keys.waiting_key(self.queue), keys.waiting_messages_key(self.queue)]
+        self._defer(keys=[self.key, *waiting], args=[envelope, due, request_id])
 
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,14 +12,16 @@ import fakeredis
 import pytest
 from pydantic import ValidationError
 
-from producers import keys
+from producers import TriggerClient, keys
 from producers.contract import TriggerRequest, encode_request
+from producers.settings import ProducerSettings
 from producers.state import RequestState, Status
 from tests.unit.conftest import FakeTemplates
 from worker.errors import StoreUnavailable
 from worker.limits import JITTER, ConcurrencyLimits, limit_name
 from worker.processing import Delivery, Processor
 from worker.settings import WorkerSettings
+from worker.sweeper import Sweeper
 from worker.templates import Template
 
 QUEUE = "zenml-triggers"
@@ -298,3 +301,31 @@ class TestThroughTheWalk:
         assert (
             processor.handle(Delivery(raw=encode_request(other), task_id=other.request_id)).status is Status.SUCCEEDED
         )
+
+
+class TestWaitingIsNotLost:
+    def test_a_request_waiting_for_a_slot_is_not_resent_by_the_sweeper(self, limited: Processor) -> None:
+        """The lost-message sweeper must not take a long wait for a lost message and multiply its copies."""
+        client = limited.s.states.client
+        producer = TriggerClient(client, ProducerSettings(queue=limited.s.settings.queue))
+        busy, waiting = make_request(), producer.trigger("training_pipeline")
+        client.zadd(keys.concurrency_slots_key(limited.s.settings.queue, "training_pipeline"), {busy.request_id: 1.0})
+        hold_lease(client, busy)
+        sweeper = Sweeper(client, limited.s.settings.queue, limited.s.states, lost_after=60)
+
+        envelope = client.rpop(limited.s.settings.queue)
+        assert limited.handle(delivery_of(envelope)).status is Status.QUEUED  # deferred
+        limited.s.schedule.release_due(now=time.time() + 30)  # due: back in the queue
+        assert sweeper.sweep(now=time.time() + 61) == 0, "its copy is in the queue"
+
+        again = client.rpop(limited.s.settings.queue)
+        assert limited.handle(delivery_of(again)).status is Status.QUEUED  # deferred once more
+        assert sweeper.sweep(now=time.time() + 61) == 0, "its copy is in the retry schedule"
+        assert client.llen(limited.s.settings.queue) == 0 and limited.s.schedule.pending() == 1
+        assert waiting.encode() in client.zrange(keys.waiting_key(limited.s.settings.queue), 0, -1)
+
+
+def delivery_of(envelope: bytes) -> Delivery:
+    message = json.loads(envelope)
+    args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+    return Delivery(raw=args[0], task_id=message["headers"]["id"], **kwargs)
