@@ -277,6 +277,24 @@ class TestThroughTheWalk:
             == 0
         )
 
+    def test_a_retry_waiting_for_a_slot_keeps_its_attempt_number(self, limited: Processor, runner: Any) -> None:
+        runner.script.append(StoreUnavailable("the ZenML store is away"))
+        client, request, busy = limited.s.states.client, make_request(), make_request()
+        assert (
+            limited.handle(Delivery(raw=encode_request(request), task_id=request.request_id)).status is Status.RETRYING
+        )
+        client.zadd(keys.concurrency_slots_key(limited.s.settings.queue, "training_pipeline"), {busy.request_id: 1.0})
+        hold_lease(client, busy)
+
+        retry = delivery_of(client.zpopmin(limited.s.schedule.key)[0][0])
+        assert limited.handle(retry).status is Status.RETRYING and len(runner.calls) == 1  # deferred
+        again = delivery_of(client.zpopmin(limited.s.schedule.key)[0][0])
+        client.delete(keys.lease_key(busy.request_id))
+
+        assert retry.attempt == again.attempt == 2, "not taken for a stale copy, and no attempt burnt"
+        state = limited.handle(again)
+        assert state.status is Status.SUCCEEDED and state.attempts == 2 and len(runner.calls) == 2
+
     def test_a_template_run_counts_against_the_template_limit(
         self, make_services: Callable[..., Any], worker_settings: WorkerSettings, runner: Any
     ) -> None:
