@@ -110,6 +110,8 @@ class ConcurrencyLimits:
     ) -> None:
         self.limits, self.queue, self.poll, self.clock = dict(limits), queue, poll, clock
         self._client, self._take = client, client.register_script(_TAKE)
+        self._taken: dict[str, str] = {}
+        """Request id -> limit name of the slots this process took and has not given back yet."""
         _warn_unregistered(self.limits, frozenset(pipelines))
 
     def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
@@ -119,18 +121,20 @@ class ConcurrencyLimits:
             return ADMIT
         taken, holders, delay = self._ask(name, request.request_id)
         if taken:
+            self._taken[request.request_id] = name
             return ADMIT
         reason = f"concurrency limit {name!r} ({self.limits[name]}) is full, held by {holders}"
         return Verdict("defer", reason=reason, delay=delay)
 
     def release(self, request: TriggerRequest) -> None:
-        """Give back the slot this request holds, in whichever limit it is (a no-op when none)."""
-        if not self.limits:
-            return
-        pipe = self._client.pipeline(transaction=True)
-        for name in self.limits:
-            pipe.zrem(keys.concurrency_slots_key(self.queue, name), request.request_id)
-        pipe.execute()
+        """Give back the slot this process took for the request, if it took one.
+
+        Only the pass that took a slot gives it back: a copy that found the request running elsewhere
+        (its holder stalled past the lease) must not free the slot that holder's run still uses.
+        """
+        name = self._taken.pop(request.request_id, None)
+        if name is not None:
+            self._client.zrem(keys.concurrency_slots_key(self.queue, name), request.request_id)
 
     def held(self, name: str) -> list[str]:
         """The request ids holding a slot of limit `name`, oldest first (slots of dead runs included

@@ -204,6 +204,17 @@ class TestSlots:
         assert admitted(ours, fake_redis, make_request())
         assert admitted(theirs, fake_redis, make_request())
 
+    def test_only_the_pass_that_took_the_slot_gives_it_back(self, fake_redis: fakeredis.FakeRedis) -> None:
+        ours, elsewhere = (ConcurrencyLimits(fake_redis, {"training_pipeline": 1}, QUEUE, POLL) for _ in range(2))
+        holder = make_request()
+        assert admitted(ours, fake_redis, holder)
+
+        elsewhere.release(holder)  # a copy on another worker that deferred behind the live holder
+
+        assert ours.held("training_pipeline") == [holder.request_id]
+        ours.release(holder)
+        assert ours.held("training_pipeline") == []
+
     def test_release_of_a_request_without_a_slot_is_a_no_op(
         self, limits: ConcurrencyLimits, fake_redis: fakeredis.FakeRedis
     ) -> None:
