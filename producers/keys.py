@@ -115,6 +115,18 @@ def coalesce_running_key(key: str) -> str:
     return f"{KEY_PREFIX}:coalesce:running:{key}"
 
 
+def concurrency_slots_key(queue: str, name: str) -> str:
+    """Sorted set of the request ids holding a slot of concurrency limit `name` (a pipeline or
+    `template:NAME`) on `queue`, scored by when each was admitted."""
+    return f"{KEY_PREFIX}:concurrency:{queue}:{name}"
+
+
+def concurrency_waiting_key(queue: str, name: str) -> str:
+    """Sorted set of the request ids waiting for a slot of concurrency limit `name`, scored by when each
+    is due to look again (sizes the waiters' recheck delay; expires once none waits)."""
+    return f"{KEY_PREFIX}:concurrency-waiting:{queue}:{name}"
+
+
 COALESCED_FROM_PREFIX = f"{KEY_PREFIX}:coalesced-from:"
 """`<prefix><request id>`: list of the requests coalesced into that request (bounded)."""
 

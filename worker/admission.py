@@ -79,7 +79,8 @@ class Admission(Protocol):
     """One control in the chain."""
 
     def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
-        """Admit, defer or end the request, just before its run starts."""
+        """Admit, defer or end the request, just before its run starts; `state` names the pipeline and
+        template (`pipeline_name`, `template_ref`) the request resolved to."""
         ...
 
     def release(self, request: TriggerRequest) -> None:

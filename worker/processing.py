@@ -55,6 +55,7 @@ from worker.errors import (
 )
 from worker.idempotency import IdempotencyClaims
 from worker.lease import Leases
+from worker.limits import ConcurrencyLimits
 from worker.logs import bound_context, get_logger
 from worker.outcomes import Observer, Outcomes, Refused, Step, Unobserved
 from worker.retry import RetryPolicy
@@ -134,7 +135,8 @@ class Processor:
         self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule, observer, pipelines)
         poll = min(10.0, max(1.0, settings.lease_timeout / 6))
         self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
-        self.admissions: tuple[Admission, ...] = (self.coalescing,)
+        limits = ConcurrencyLimits(services.states.client, settings.concurrency_limits, settings.queue, poll, pipelines)
+        self.admissions: tuple[Admission, ...] = (self.coalescing, limits)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST, observer, pipelines)
         self.authorization = Authorization.from_settings(settings)
         self.steps = StepWatch(services.runner.running_step, services.states, self.outcomes, settings.step_interval)
@@ -353,7 +355,7 @@ class Processor:
 
     def _schedule(self, job: Job, due: float, kwargs: dict[str, Any]) -> None:
         """Put the request back on the queue at `due` (epoch seconds), through the retry schedule."""
-        self.s.schedule.add(self._envelope(job, kwargs), due)
+        self.s.schedule.defer(self._envelope(job, kwargs), due, job.request.request_id)
 
     def _envelope(self, job: Job, kwargs: dict[str, Any]) -> str:
         """The task message that carries the job's request to this deployment's queue again.
@@ -429,7 +431,7 @@ class Processor:
         (watching the ZenML step it is in; its state ends with the last step seen)."""
         seen = Seen()
         try:
-            settled = self._settle_earlier(job, target, state) or self._admit(job, state)
+            settled = self._settle_earlier(job, target, state) or self._admit(job, _resolved(state, target))
             if settled is not None:
                 return settled
             state = self._start(job, state, target)
@@ -755,6 +757,12 @@ def provenance(request: TriggerRequest) -> Provenance:
     if request.metadata:
         metadata["trigger_metadata"] = dict(request.metadata)
     return Provenance(metadata=metadata, tags=(f"trigger-source:{request.source}",))
+
+
+def _resolved(state: RequestState, target: Target) -> RequestState:
+    """The state with the pipeline and template its request resolved to, as the admission chain sees it."""
+    ref = target.template.ref if target.template else None
+    return state.model_copy(update={"pipeline_name": target.entry.name, "template_ref": ref})
 
 
 def _may_take(state: RequestState, readable: bool) -> bool:

@@ -59,6 +59,19 @@ end
 INDEX_GRACE_S = 86400
 """A request's envelope set outlives its latest due time by this much (it is emptied on release anyway)."""
 
+_DEFER = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
+end
+redis.call('SADD', KEYS[4], ARGV[1])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+"""
+"""KEYS: the schedule, the waiting index, the waiting messages, the request's envelope set. ARGV: envelope, due,
+request id, the set's TTL. Schedule the copy (listed for a cancel) and, if the request is still waiting to be
+taken on, make it the message the lost-message sweeper looks for, from its due time on."""
+
 
 class RetrySchedule:
     """Holds task envelopes until their due time, then moves them atomically onto the queue."""
@@ -69,6 +82,7 @@ class RetrySchedule:
         self.key = keys.retry_schedule_key(queue)
         self._release_due = client.register_script(_RELEASE_DUE)
         self._add = client.register_script(_ADD)
+        self._defer = client.register_script(_DEFER)
 
     def add(self, envelope: str, due: float, pipe: redis.client.Pipeline | None = None) -> None:
         """Schedule an envelope for `due` (epoch seconds), listed under its request's envelope set."""
@@ -76,6 +90,18 @@ class RetrySchedule:
         index = keys.scheduled_envelopes_key(self.queue, request_id) if request_id is not None else ""
         ttl = math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
         self._add(keys=[self.key, index], args=[envelope, due, ttl], client=pipe)
+
+    def defer(self, envelope: str, due: float, request_id: str) -> None:
+        """Schedule a deferred copy of a request that may still be `queued`, in one call.
+
+        A deferred request stays `queued`, in the producer's waiting index, while its first message is
+        gone: without this the sweeper (`worker.sweeper`) would take a wait longer than `lost_after` for a
+        lost message and send it again, adding one more copy every time.
+        """
+        waiting = [keys.waiting_key(self.queue), keys.waiting_messages_key(self.queue)]
+        index = keys.scheduled_envelopes_key(self.queue, request_id)
+        ttl = math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
+        self._defer(keys=[self.key, *waiting, index], args=[envelope, due, request_id, ttl])
 
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""

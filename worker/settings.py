@@ -10,6 +10,7 @@ from pydantic_settings import NoDecode
 
 from pipelines.registry import BUNDLED_PIPELINES
 from producers.settings import ProducerSettings
+from worker.limits import checked_limits
 
 
 class RetryOverride(BaseModel):
@@ -28,6 +29,9 @@ class WorkerSettings(ProducerSettings):
         description="Registered pipelines as `module:attribute`, comma-separated.",
     )
     concurrency: int = Field(default=1, ge=1, description="Pipeline runs in parallel per worker.")
+    concurrency_limits: dict[str, int] = Field(
+        default_factory=dict, description='JSON: per pipeline or "template:NAME", runs at once across all workers.'
+    )
 
     max_attempts: int = Field(default=5, ge=1, description="Attempts before a transient failure is dead-lettered.")
     retry_base_delay: float = Field(
@@ -169,6 +173,11 @@ class WorkerSettings(ProducerSettings):
     def hard_time_limit(self) -> float:
         """The pool kills a child this long after its task started: the largest run limit plus the grace."""
         return max([self.run_timeout, *self.run_timeouts.values()]) + self.run_timeout_grace
+
+    @field_validator("concurrency_limits", mode="before")
+    @classmethod
+    def _check_concurrency_limits(cls, value: Any) -> dict[str, int]:
+        return checked_limits(value)
 
     @field_validator("pipelines", "redact_keys", mode="before")
     @classmethod
