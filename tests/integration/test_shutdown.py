@@ -73,6 +73,8 @@ def assert_not_recovered_by_lease_expiry(stack: Stack, handed_on: RequestState, 
 def test_sigterm_to_an_idle_worker_exits_without_the_soft_shutdown_wait(stack: Stack) -> None:
     stack.env_overrides.update(IMAGE_ENV | {"TRIGGER_SOFT_SHUTDOWN_TIMEOUT": "600"})
     worker = stack.start_worker("idle", pool="prefork", TRIGGER_CONCURRENCY="2")
+    # idle: the readiness probe's task has returned (its state is recorded a moment before)
+    assert wait_for(lambda: stack.logged("succeeded in"), timeout=30), stack.logs()
 
     worker.send_signal(signal.SIGTERM)
 
