@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -29,7 +30,20 @@ from tests.support.pipelines import TEST_PIPELINES
 from tests.support.sentinels import SentinelGroup
 
 REPO = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("TRIGGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+
+
+def worker_database(base: str, worker: str | None) -> str:
+    """`base` for a run on one process (or xdist's `gw0`), the next database for `gw1` and so on:
+    every test empties its database, so two test processes must never share one."""
+    index = int(worker.removeprefix("gw")) if worker and worker.startswith("gw") else 0
+    parts = urlsplit(base)
+    database = int(parts.path.strip("/") or 0) + index
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+REDIS_URL = worker_database(
+    os.environ.get("TRIGGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9"), os.environ.get("PYTEST_XDIST_WORKER")
+)
 
 pytestmark = pytest.mark.integration
 
