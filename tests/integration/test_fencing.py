@@ -15,7 +15,7 @@ STALLS = {
     "TRIGGER_LEASE_TIMEOUT": "5",
     "TRIGGER_HEARTBEAT_INTERVAL": "1",
     "TRIGGER_STEP_INTERVAL": "0",  # A stopped inside a ZenML store read would hold the SQLite lock B needs
-    "TRIGGER_RETRY_BASE_DELAY": "10",  # attempt 2 is due 5-10 s after B counts A's attempt lost
+    "TRIGGER_RETRY_BASE_DELAY": "16",  # attempt 2 is due 8-16 s after B counts A's attempt lost: A writes first
 }
 
 
@@ -33,7 +33,7 @@ def test_a_worker_resumed_after_a_takeover_records_nothing(stack: Stack) -> None
         taken_over = lambda: (s := stack.client.states.get(request_id)) is not None and s.status is Status.RETRYING  # noqa: E731
         assert wait_for(taken_over, timeout=90), stack.logs()
     finally:
-        a.send_signal(signal.SIGCONT)  # the lease is free: A's heartbeat would once have taken it back
+        a.send_signal(signal.SIGCONT)  # B frees the lease: A's heartbeat would once have taken it back
     a_log = stack.log_dir / "a.log"
     assert wait_for(lambda: "refused to record: fenced" in a_log.read_text(), timeout=30), stack.logs()
 
