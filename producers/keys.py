@@ -65,6 +65,12 @@ def lease_key(request_id: str) -> str:
     return f"{KEY_PREFIX}:lease:{request_id}"
 
 
+def lease_token_key(request_id: str) -> str:
+    """Hash of a request's fencing tokens: `issued`, the last issued to a lease on it, and `owner`, the last
+    that recorded its state; kept as long as its state, past any lease."""
+    return f"{KEY_PREFIX}:lease-token:{request_id}"
+
+
 def retry_schedule_key(queue: str) -> str:
     """Sorted set of one queue's task envelopes waiting for their next attempt (or their `not_before`), scored
     by due time.

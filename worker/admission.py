@@ -8,14 +8,17 @@ another copy of the same request.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import redis
+import structlog
 
 from producers import keys
 from producers.contract import TriggerRequest
 from producers.state import RequestState, Status
+from worker.scripts import RELEASE_IF_OWNER_FENCED
 
 SUPERSEDE = """
 local function supersede(me, latest, covered_prefix, count_prefix, ttl, most)
@@ -53,10 +56,8 @@ return {'admit', ''}
 state TTL, most covered ids kept. A request that is not the key's latest is superseded (its covered
 requests move to the latest); the latest waits while another request's run holds the lock, else takes it."""
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+
+log = structlog.get_logger("zenml_trigger")
 
 MAX_COVERED = 100
 """Most request ids a run's state lists in `coalesced_from` (the count is kept in full)."""
@@ -95,13 +96,24 @@ class Coalescing:
     same Lua call as the message). A request that is no longer its key's latest when it would
     start ends `coalesced` into the newer one; the latest waits while a run for its key is in
     flight. The in-flight lock lives as long as the lease (the heartbeat keeps it), so a killed
-    worker's key is runnable again once its lease runs out.
+    worker's key is runnable again once its lease runs out; it is freed only under the request's lease
+    (`fence`: request id -> this worker's `Leases.fence`), so a worker that stalled past its lease never
+    frees the lock of the run that took over.
     """
 
-    def __init__(self, client: redis.Redis, lock_ttl: int, state_ttl: int, poll: float) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        lock_ttl: int,
+        state_ttl: int,
+        poll: float,
+        fence: Callable[[str], str | None] = lambda request_id: None,
+    ) -> None:
         self.client, self.lock_ttl, self.state_ttl, self.poll = client, lock_ttl, state_ttl, poll
+        self.fence = fence
+        self._held: set[str] = set()
         self._decide = client.register_script(_COALESCE)
-        self._release = client.register_script(_RELEASE)
+        self._release = client.register_script(RELEASE_IF_OWNER_FENCED)
 
     def decide(self, request: TriggerRequest, state: RequestState) -> Verdict:
         """Supersede, wait or admit (and then hold the key's in-flight lock)."""
@@ -114,12 +126,19 @@ class Coalescing:
             return Verdict("end", reason=f"superseded by {other}, a newer request for {key!r}", state=ended)
         if kind == "wait":
             return Verdict("defer", reason=f"a run for coalescing key {key!r} is in flight ({other})", delay=self.poll)
+        self._held.add(request.request_id)
         return ADMIT
 
     def release(self, request: TriggerRequest) -> None:
-        """Free the key's in-flight lock if this request holds it."""
-        if request.coalesce_key is not None:
-            self._release(keys=[keys.coalesce_running_key(request.coalesce_key)], args=[request.request_id])
+        """Free the key's in-flight lock if this copy took it, under its lease (a fenced one expires instead): a copy
+        that only looked, and deferred behind the run, leaves that run's lock alone."""
+        if request.coalesce_key is None or request.request_id not in self._held:
+            return
+        self._held.discard(request.request_id)
+        rid = request.request_id
+        keys_ = [keys.coalesce_running_key(request.coalesce_key), keys.lease_key(rid)]
+        if self._release(keys=keys_, args=[rid, self.fence(rid) or ""]) == -1:
+            log.warning("trigger.fenced", request_id=rid, reason="kept the coalescing lock: another worker took over")
 
     def covered(self, request_id: str) -> tuple[list[str], int]:
         """The requests coalesced into `request_id` (up to `MAX_COVERED`) and how many in all."""

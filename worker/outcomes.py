@@ -4,7 +4,9 @@ A step's whole effect (the state, and with it a dead letter, the release of the
 idempotency key, or the next attempt in the retry schedule) is one Lua call, so a crash
 or a Redis stall can never leave half of it. The write itself refuses what must never
 happen: overwriting a terminal state, or a worker that no longer holds the request's
-lease recording anything (fencing).
+lease recording anything (fencing). The lease holds `holder:token`, with a token issued anew at
+each acquisition (`worker.lease`), so "the lease holds my fence" means "no worker took the request
+over since I acquired it": a stale worker's write is refused even when the lease is free again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,10 @@ if current then
 end
 if not current then index_request(KEYS[13], ARGV[16], ARGV[4]) end
 redis.call('SET', state_key, ARGV[3], 'EX', ARGV[4])
+if holder ~= '' then
+  redis.call('HSET', KEYS[14], 'owner', string.match(holder, ':(%d+)$') or '0')
+  redis.call('EXPIRE', KEYS[14], ARGV[4])
+end
 if ARGV[17] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[17], 1) end
 if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
 if ARGV[12] ~= '' and redis.call('GET', claim_key) == ARGV[12] then redis.call('DEL', claim_key) end
@@ -54,8 +60,8 @@ return 'ok'
 )
 """KEYS: the four letter keys, state, lease, claim, schedule, waiting index, waiting messages, outcome counts,
 the request's scheduled-envelope set, requests index (a state written first here, under an id of the worker's own,
-enters it).
-ARGV: letter prefix, holder ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6,
+enters it), lease tokens (a fenced write makes its token the request's owner: no older lease may be taken back).
+ARGV: letter prefix, fence ('' = not fenced), state JSON, state TTL, terminal statuses (JSON), letter args (6,
 or '' and five blanks), claim owner ('' = keep), envelope ('' = none), due, status, request id, outcome field
 ('' = not terminal). Returns 'ok', 'fenced' or 'terminal'. Any status but `queued` means a worker took the
 request on: it is no longer waiting. A terminal state is counted in the same call that writes it: once."""
@@ -66,8 +72,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 'changed' end
 redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 return 'ok'
 """
-"""KEYS: state, lease. ARGV: holder, the state as read, the amended state. A compare-and-set fenced by the
-lease: 'fenced' when the holder lost it, 'changed' when the state moved on since it was read."""
+"""KEYS: state, lease. ARGV: fence, the state as read, the amended state. A compare-and-set fenced by the
+lease: 'fenced' when the lease no longer holds the fence, 'changed' when the state moved on since it was read."""
 
 _TERMINAL = json.dumps(sorted(status.value for status in TERMINAL))
 _NO_LETTER = ["", "", 0, 0, 0, 0]
@@ -138,7 +144,8 @@ class Outcomes:
         self._amend = states.client.register_script(_AMEND)
 
     def record(self, step: Step, holder: str | None) -> None:
-        """Write `step`, fenced by `holder`'s lease when given; `Refused` when the protocol forbids it."""
+        """Write `step`, conditional on the lease holding `holder` (a `Leases.fence`) when given; `Refused` when
+        the protocol forbids it."""
         state = step.state
         claim = state.idempotency_key if step.release_claim and state.idempotency_key else None
         envelope, due = step.next_attempt or ("", 0)
@@ -154,6 +161,7 @@ class Outcomes:
             self.counts_key,
             keys.scheduled_envelopes_key(self.schedule.queue, state.request_id),
             keys.REQUESTS_INDEX_KEY,
+            keys.lease_token_key(state.request_id),
         ]
         args = [LETTER_PREFIX, holder or "", state.to_json(), self.states.ttl, _TERMINAL, *letter]
         args += [state.request_id if claim else "", envelope, due, state.status.value, state.request_id]
@@ -166,7 +174,8 @@ class Outcomes:
         self.observer.recorded(step)
 
     def amend(self, read: bytes, state: RequestState, holder: str) -> str:
-        """Replace the state exactly as `read` with `state` under `holder`'s lease: 'ok', 'fenced' or 'changed'.
+        """Replace the state exactly as `read` with `state` while the lease holds the fence `holder`: 'ok',
+        'fenced' or 'changed'.
 
         For details of a running attempt (the ZenML step it is in) written beside the walk's own writes,
         which always win: anything they wrote since `read` makes this a no-op.

@@ -88,7 +88,7 @@ class HandedOn(Exception):
 @dataclass(frozen=True)
 class Job:
     """A decoded request, the delivery that carried it (whose raw bytes any dead letter keeps), and the
-    lease holder id its writes are fenced by once the lease is held."""
+    lease's fence (`Leases.fence`: holder and token) its writes are conditional on once the lease is held."""
 
     request: TriggerRequest
     delivery: Delivery
@@ -134,8 +134,9 @@ class Processor:
         settings, observer, pipelines = services.settings, services.observer, services.registry.names()
         self.outcomes = Outcomes(services.states, services.dead_letters, services.schedule, observer, pipelines)
         poll = min(10.0, max(1.0, settings.lease_timeout / 6))
-        self.coalescing = Coalescing(services.states.client, settings.lease_timeout, settings.state_ttl, poll)
-        limits = ConcurrencyLimits(services.states.client, settings.concurrency_limits, settings.queue, poll, pipelines)
+        client, fence = services.states.client, services.leases.fence
+        self.coalescing = Coalescing(client, settings.lease_timeout, settings.state_ttl, poll, fence)
+        limits = ConcurrencyLimits(client, settings.concurrency_limits, settings.queue, poll, pipelines)
         self.admissions: tuple[Admission, ...] = (self.coalescing, limits)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST, observer, pipelines)
         self.authorization = Authorization.from_settings(settings)
@@ -224,8 +225,8 @@ class Processor:
             run_id = self.s.runner.abandon(state.run_name, reason) if state.run_name else None
             state = state.model_copy(update={"run_id": run_id or state.run_id})
             with bound_context(request_id=request.request_id, pipeline=request.target):
-                error, attempt = RunTimeout(reason), max(state.attempts, 1)
-                return self._end(state, Status.FAILED, error, attempt, delivery, self.s.leases.holder)
+                error, fence = RunTimeout(reason), self.s.leases.fence(request.request_id)
+                return self._end(state, Status.FAILED, error, max(state.attempts, 1), delivery, fence)
 
     def _await_lease(self, request_id: str, wait: float) -> bool:
         deadline = time.monotonic() + wait
@@ -404,23 +405,24 @@ class Processor:
             try:
                 self.s.checkpoint("leased", request.request_id)
                 fresh = self.s.states.get(request.request_id) or RequestState.queued(request)
+                fence = self.s.leases.fence(request.request_id)
                 if fresh.status.terminal:
-                    return self._already_ended(fresh)
+                    return self._already_ended(fresh, fence)
                 if fresh.status is Status.RUNNING and self.s.leases.holder_alive(request.request_id):
                     return self._defer(
                         job, fresh, self.s.settings.lease_timeout, "its earlier attempt's worker is alive"
                     )
-                return body(replace(job, fence=self.s.leases.holder), fresh)
+                return body(replace(job, fence=fence), fresh)
             finally:
                 for control in self.admissions:
                     control.release(request)
 
-    def _already_ended(self, state: RequestState) -> RequestState:
+    def _already_ended(self, state: RequestState, fence: str | None) -> RequestState:
         """Another worker finished the request meanwhile, or it was cancelled; the key of a failure or a cancel stays
         free (this copy may have claimed it)."""
         freed = (Status.FAILED, Status.REJECTED, Status.DEAD_LETTERED, Status.CANCELLED)
         if state.idempotency_key and state.status in freed:
-            self.s.claims.release(state.idempotency_key, state.request_id)
+            self.s.claims.release(state.idempotency_key, state.request_id, fence)
         return self._skip(state, "already finished")
 
     def _reject(self, job: Job, state: RequestState, *, exc: InvalidRequest) -> RequestState:

@@ -307,15 +307,16 @@ class Scheduler:
             if worker.leases.dead:
                 continue
             for key in self.client.scan_iter(keys.lease_key("*")):
-                if self.client.get(key) == worker.leases.holder.encode():
-                    worker.leases.refresh(key.decode().rsplit(":", 1)[1], None)
+                request_id = key.decode().rsplit(":", 1)[1]
+                if self.client.get(key) == (worker.leases.fence(request_id) or "").encode():
+                    worker.leases.refresh(request_id, None)
 
     def _expire_leases(self) -> None:
         """Time passes: leases whose holder is dead run out (live holders keep theirs by heartbeat)."""
         for worker in self.workers:
             if worker.leases.dead:
                 for key in self.client.scan_iter(keys.lease_key("*")):
-                    if self.client.get(key) == worker.leases.holder.encode():
+                    if self.client.get(key).startswith(f"{worker.leases.holder}:".encode()):
                         self.client.delete(key)
 
     def _revive(self, worker: SimWorker) -> None:

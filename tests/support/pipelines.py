@@ -12,10 +12,15 @@ from zenml import pipeline, step
 
 @step
 def wait_a_while(seconds: float = 1.0) -> dict[str, float]:
-    """Sleep, so a test can kill the worker mid-run; says so on stdout and in a log record, as steps do."""
+    """Sleep, so a test can kill the worker mid-run; says so on stdout and in a log record, as steps do.
+
+    In ticks, so a process paused mid-step (SIGSTOP) still has the rest of the sleep to go once resumed.
+    """
     print(f"waiting {seconds:g}s")
     logging.getLogger(__name__).info("waited %gs", seconds)
-    time.sleep(seconds)
+    ticks = max(1, round(seconds / 0.1))
+    for _ in range(ticks):
+        time.sleep(seconds / ticks)
     return {"slept": seconds}
 
 
