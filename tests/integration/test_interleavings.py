@@ -188,7 +188,7 @@ def test_an_earlier_server_run_whose_id_was_never_recorded_is_followed_not_resub
     from worker.validation import RunPlan
 
     target = Target(registry.get("training_pipeline"), RunPlan("training_pipeline"), template)  # type: ignore[arg-type]
-    outcome = processor._earlier_outcome(target, state)
+    outcome = processor.execution.earlier_outcome(target, state)
 
     assert outcome is not None and outcome.run_id == "server-run-1"
     assert server.calls == [("follow", "id-training_pipeline-r-1-1", "training_pipeline-r-1-1", "nightly@1")]

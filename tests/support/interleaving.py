@@ -165,7 +165,7 @@ class SimWorker:
             checkpoint=lambda point, request_id: self.point(point, request_id),
         )
         self.processor = Processor(services)
-        self.processor.outcomes = SimOutcomes(self, self.processor.outcomes)
+        self.processor.recorder.outcomes = SimOutcomes(self, self.processor.outcomes)
 
     def point(self, name: str, detail: str) -> str | None:
         """Hand the baton back, wait for it, then do what the scheduler decided for this point."""

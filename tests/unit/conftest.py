@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -17,6 +18,9 @@ import pytest
 # its own config path from the autouse fixture below.
 os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_CONFIG_PATH"] = tempfile.mkdtemp(prefix="zenml-unit-")
+# ZenML finds source files (a template's pipeline) from the main module's directory, and a
+# pytest-xdist process's main module has none: name the repository, where `pipelines` lives.
+os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", str(Path(__file__).resolve().parents[2]))
 
 
 @pytest.fixture(autouse=True)

@@ -301,7 +301,7 @@ class TestRetries:
         self, processor: Processor, runner: Any, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         now = 1_900_000_000.0
-        monkeypatch.setattr("worker.processing.time", SimpleNamespace(time=lambda: now, monotonic=time.monotonic))
+        monkeypatch.setattr("worker.recording.time", SimpleNamespace(time=lambda: now, monotonic=time.monotonic))
         runner.script = [StoreUnavailable()]
         state = processor.handle(deliver(make_request(request_id="tr-2")))
         [(_, due)] = processor.s.schedule.client.zrange(processor.s.schedule.key, 0, -1, withscores=True)
