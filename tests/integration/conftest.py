@@ -81,9 +81,13 @@ def zenml_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 def _reset_zenml() -> None:
     from zenml.client import Client
     from zenml.config.global_config import GlobalConfiguration
+    from zenml.utils import source_utils
 
     GlobalConfiguration._reset_instance()
     Client._reset_instance()
+    # ZenML finds source files from the main module's directory; a pytest-xdist process's main module
+    # has none (in this process only: the workers the tests start find theirs as a user's would)
+    source_utils.set_custom_source_root(str(REPO))
 
 
 @dataclass
