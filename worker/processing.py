@@ -27,6 +27,7 @@ from worker.execution import Execution, HandedOn
 from worker.job import HOST, Job, envelope, now
 from worker.limits import ConcurrencyLimits
 from worker.logs import bound_context, get_logger
+from worker.not_before import NotBefore
 from worker.outcomes import Outcomes, Refused, Step
 from worker.recording import Recorder
 from worker.resolution import Resolver, Target
@@ -56,7 +57,7 @@ class Processor:
         client, fence = services.states.client, services.leases.fence
         self.coalescing = Coalescing(client, settings.lease_timeout, settings.state_ttl, poll, fence)
         limits = ConcurrencyLimits(client, settings.concurrency_limits, settings.queue, poll, pipelines)
-        self.admissions: tuple[Admission, ...] = (self.coalescing, limits)
+        self.admissions: tuple[Admission, ...] = (NotBefore(), self.coalescing, limits)
         self.early = EarlyEnds(services.states.client, settings.queue, settings.state_ttl, HOST, observer, pipelines)
         self.authorization = Authorization.from_settings(settings)
         self.steps = StepWatch(services.runner.running_step, services.states, outcomes, settings.step_interval)

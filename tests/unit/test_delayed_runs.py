@@ -22,6 +22,7 @@ from producers.errors import InvalidRequest, MalformedRequest
 from producers.priority import queue_list
 from producers.settings import ProducerSettings
 from producers.state import Status
+from worker.not_before import NotBefore
 from worker.processing import Delivery, Processor
 from worker.sweeper import Sweeper
 from worker.transport import load_item
@@ -95,6 +96,8 @@ def test_released_when_due_it_runs_like_a_queued_request(processor: Processor) -
     assert processor.s.schedule.release_due() == 0, "not due yet"
 
     assert processor.s.schedule.release_due(now=time.time() + 31) == 1
+    [not_before] = [control for control in processor.admissions if isinstance(control, NotBefore)]
+    not_before.clock = lambda: time.time() + 31  # the worker's clock agrees it is due
     message, checked = load_item(fake.rpop(QUEUE), QUEUE)
     assert checked is not None and not processor.end_on_arrival(*checked), "a scheduled request is not ended early"
     args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
