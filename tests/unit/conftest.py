@@ -20,7 +20,9 @@ os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_CONFIG_PATH"] = tempfile.mkdtemp(prefix="zenml-unit-")
 # ZenML finds source files (a template's pipeline) from the main module's directory, and a
 # pytest-xdist process's main module has none: name the repository, where `pipelines` lives.
-os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", str(Path(__file__).resolve().parents[2]))
+# (ZenML reads the variable once, at import: in a run with the integration tier it may already be in.)
+SOURCE_ROOT = str(Path(__file__).resolve().parents[2])
+os.environ.setdefault("ZENML_CUSTOM_SOURCE_ROOT", SOURCE_ROOT)
 
 
 @pytest.fixture(autouse=True)
@@ -31,6 +33,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("ZENML_ANALYTICS_OPT_IN", "false")
     monkeypatch.setenv("ZENML_CONFIG_PATH", str(tmp_path / "zenml"))
+    if "zenml.utils.source_utils" in sys.modules:
+        sys.modules["zenml.utils.source_utils"].set_custom_source_root(SOURCE_ROOT)
 
 
 @pytest.fixture(autouse=True)
