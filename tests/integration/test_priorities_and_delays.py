@@ -1,17 +1,21 @@
-"""Priorities and delayed runs with one real worker: an urgent request overtakes a routine backlog, and a
-request sent `--in 3s` waits `scheduled` in the retry schedule, then runs."""
+"""Priorities and delayed runs with one real worker: an urgent request overtakes a routine backlog, a
+request sent `--in 3s` waits `scheduled` in the retry schedule, then runs, and a delayed run survives
+a Redis restart while no worker runs."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from producers import keys
 from producers.priority import queue_lists
 from producers.state import Status
 from tests.integration.conftest import REPO, Stack, zenml_runs
+from tests.support.redis_server import free_port, start_redis
 
 
 def send_in_3s(stack: Stack) -> tuple[str, datetime]:
@@ -50,3 +54,27 @@ def test_an_urgent_request_overtakes_a_routine_backlog_and_a_delayed_one_runs_wh
     ran = states[delayed]
     assert ran.started_at is not None and ran.started_at >= due and ran.next_attempt_at is None
     assert stack.redis.zcard(keys.retry_schedule_key(stack.queue)) == 0
+
+
+def test_a_delayed_run_survives_a_redis_restart_while_no_worker_runs(stack: Stack, tmp_path: Path) -> None:
+    port, data_dir = free_port(), tmp_path / "redis"
+    data_dir.mkdir()
+    server = start_redis(port, data_dir)
+    stack.redis_url = f"redis://127.0.0.1:{port}/0"
+    try:
+        due = datetime.now(timezone.utc) + timedelta(seconds=4)
+        request_id = stack.client.trigger("slow_pipeline", parameters={"seconds": 0.1}, not_before=due)
+        server.send_signal(signal.SIGKILL)  # appendfsync always: the acknowledged enqueue is on disk
+        server.wait()
+        server = start_redis(port, data_dir)
+        assert stack.client.status(request_id).status is Status.SCHEDULED, "the state came back with Redis"
+
+        stack.start_worker(wait=False)  # the first worker starts after the restart, the schedule is in Redis
+        state = stack.wait_all([request_id])[request_id]
+
+        assert state.status is Status.SUCCEEDED, stack.logs()
+        assert state.started_at is not None and state.started_at >= due, "not run before its time"
+    finally:
+        stack.stop()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)

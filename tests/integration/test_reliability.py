@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from producers import keys
 from producers.errors import EnqueueError
 from producers.state import Status
 from tests.integration.conftest import REPO, Stack, zenml_runs
+from tests.support.redis_server import free_port, start_redis
 from tests.support.waiting import wait_for
 
 FAST_RECOVERY = {"TRIGGER_LEASE_TIMEOUT": "5", "TRIGGER_HEARTBEAT_INTERVAL": "1"}
@@ -193,51 +191,11 @@ def client_request():  # type: ignore[no-untyped-def]
     return TriggerRequest(pipeline_name="training_pipeline")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is needed for the restart test"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data_dir),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--save",
-            "",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    assert wait_for(lambda: _pings(client), timeout=10)
-    return process
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-
-
 def test_redis_restart_during_a_burst_loses_nothing_enqueued(stack: Stack, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     data_dir = tmp_path / "redis"
     data_dir.mkdir()
-    server = _start_redis(port, data_dir)
+    server = start_redis(port, data_dir)
     stack.redis_url = f"redis://127.0.0.1:{port}/0"
     try:
         stack.start_worker()
@@ -247,7 +205,7 @@ def test_redis_restart_during_a_burst_loses_nothing_enqueued(stack: Stack, tmp_p
                 server.send_signal(signal.SIGKILL)  # appendfsync always: everything acknowledged is on disk
                 server.wait()
             if index == 35:
-                server = _start_redis(port, data_dir)
+                server = start_redis(port, data_dir)
             try:
                 steps = {"train_model": {"n_estimators": 5}} if index % 20 == 0 else {"nope": {}}
                 enqueued.append(stack.client.trigger("training_pipeline", steps=steps))
