@@ -18,7 +18,7 @@ from producers.cancel import CANCEL_SCRIPT, CANCEL_TRIES, cancel_call, cancelled
 from producers.catalog import CatalogCheck, CatalogReader
 from producers.catalog_validation import check_request
 from producers.contract import TriggerRequest, build_request, check_payload_size, encode_request
-from producers.delayed import due_at, first_state
+from producers.delayed import SCHEDULE_ENVELOPE, due_at, first_state
 from producers.envelope import task_envelope
 from producers.errors import EnqueueError, EnqueueNotReplicated, InvalidRequest, Problem
 from producers.priority import queue_list
@@ -35,6 +35,7 @@ log = logging.getLogger("producers.client")
 # state; the worker sees the earlier outcome and the copy starts nothing.
 ENQUEUE_SCRIPT = (
     INDEX_REQUEST
+    + SCHEDULE_ENVELOPE
     + """
 if redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2], 'NX') then
   index_request(KEYS[8], ARGV[5], ARGV[2])
@@ -45,9 +46,7 @@ end
 if ARGV[7] == '' then
   redis.call('LPUSH', KEYS[2], ARGV[3])
 else
-  redis.call('ZADD', KEYS[6], ARGV[7], ARGV[3])
-  redis.call('SADD', KEYS[7], ARGV[3])
-  redis.call('EXPIRE', KEYS[7], ARGV[2])
+  schedule_envelope(KEYS[6], KEYS[7], ARGV[3], ARGV[7], ARGV[2])
 end
 return 1
 """

@@ -16,6 +16,20 @@ from producers.contract import TriggerRequest
 from producers.errors import InvalidRequest, Problem
 from producers.state import RequestState, Status
 
+SCHEDULE_ENVELOPE = """
+local function schedule_envelope(schedule_key, listed_key, envelope, due, ttl)
+  redis.call('ZADD', schedule_key, due, envelope)
+  if listed_key ~= '' then
+    redis.call('SADD', listed_key, envelope)
+    redis.call('EXPIRE', listed_key, ttl)
+  end
+end
+"""
+"""Lua defining `schedule_envelope(...)`, for every script that puts a task message into the retry schedule
+(the enqueue of a delayed run, a retry, a deferred copy): it is also listed in its request's envelope set
+(`keys.scheduled_envelopes_key`, '' for a message of no known request), kept `ttl` seconds, so a cancel
+removes exactly that request's messages."""
+
 
 class TooFarAhead(InvalidRequest):
     """The request's run time is too far ahead."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from producers import keys
+from producers.delayed import SCHEDULE_ENVELOPE
 from producers.request_index import INDEX_REQUEST
 from producers.state import TERMINAL, RequestState, StateStore
 from producers.stats import outcome_field, pipeline_label
@@ -26,6 +27,7 @@ from worker.schedule import RetrySchedule
 _RECORD = (
     ADD_LETTER
     + INDEX_REQUEST
+    + SCHEDULE_ENVELOPE
     + """
 local state_key, lease_key, claim_key, schedule_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local holder = ARGV[2]
@@ -46,11 +48,7 @@ end
 if ARGV[17] ~= '' then redis.call('HINCRBY', KEYS[11], ARGV[17], 1) end
 if ARGV[6] ~= '' then add_letter(ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]) end
 if ARGV[12] ~= '' and redis.call('GET', claim_key) == ARGV[12] then redis.call('DEL', claim_key) end
-if ARGV[13] ~= '' then
-  redis.call('ZADD', schedule_key, ARGV[14], ARGV[13])
-  redis.call('SADD', KEYS[12], ARGV[13])
-  redis.call('EXPIRE', KEYS[12], ARGV[4])
-end
+if ARGV[13] ~= '' then schedule_envelope(schedule_key, KEYS[12], ARGV[13], ARGV[14], ARGV[4]) end
 if ARGV[15] ~= 'queued' then
   redis.call('ZREM', KEYS[9], ARGV[16])
   redis.call('HDEL', KEYS[10], ARGV[16])

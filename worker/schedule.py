@@ -17,6 +17,7 @@ import time
 import redis
 
 from producers import keys
+from producers.delayed import SCHEDULE_ENVELOPE
 from producers.priority import queue_lists
 
 _RELEASE_DUE = """
@@ -47,27 +48,27 @@ ARGV: now, batch, the prefix of the per-request envelope sets (the queue's). Eac
 the list its `properties.priority` (kombu's step) names, read as kombu reads it (`priority.message_priority`),
 so a retry or a delayed run keeps its priority; it leaves its request's envelope set."""
 
-_ADD = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if KEYS[2] ~= '' then
-  redis.call('SADD', KEYS[2], ARGV[1])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
+_ADD = (
+    SCHEDULE_ENVELOPE
+    + """
+schedule_envelope(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 """
+)
 """KEYS: schedule, the request's envelope set ('' = unknown request). ARGV: envelope, due, set TTL."""
 
 INDEX_GRACE_S = 86400
 """A request's envelope set outlives its latest due time by this much (it is emptied on release anyway)."""
 
-_DEFER = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+_DEFER = (
+    SCHEDULE_ENVELOPE
+    + """
+schedule_envelope(KEYS[1], KEYS[4], ARGV[1], ARGV[2], ARGV[4])
 if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
   redis.call('HSET', KEYS[3], ARGV[3], ARGV[1])
 end
-redis.call('SADD', KEYS[4], ARGV[1])
-redis.call('EXPIRE', KEYS[4], ARGV[4])
 """
+)
 """KEYS: the schedule, the waiting index, the waiting messages, the request's envelope set. ARGV: envelope, due,
 request id, the set's TTL. Schedule the copy (listed for a cancel) and, if the request is still waiting to be
 taken on, make it the message the lost-message sweeper looks for, from its due time on."""
@@ -88,8 +89,7 @@ class RetrySchedule:
         """Schedule an envelope for `due` (epoch seconds), listed under its request's envelope set."""
         request_id = envelope_request_id(envelope)
         index = keys.scheduled_envelopes_key(self.queue, request_id) if request_id is not None else ""
-        ttl = math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
-        self._add(keys=[self.key, index], args=[envelope, due, ttl], client=pipe)
+        self._add(keys=[self.key, index], args=[envelope, due, _listed_for(due)], client=pipe)
 
     def defer(self, envelope: str, due: float, request_id: str) -> None:
         """Schedule a deferred copy of a request that may still be `queued`, in one call.
@@ -100,8 +100,7 @@ class RetrySchedule:
         """
         waiting = [keys.waiting_key(self.queue), keys.waiting_messages_key(self.queue)]
         index = keys.scheduled_envelopes_key(self.queue, request_id)
-        ttl = math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
-        self._defer(keys=[self.key, *waiting, index], args=[envelope, due, request_id, ttl])
+        self._defer(keys=[self.key, *waiting, index], args=[envelope, due, request_id, _listed_for(due)])
 
     def release_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move every due envelope onto the queue; return how many moved."""
@@ -112,6 +111,11 @@ class RetrySchedule:
     def pending(self) -> int:
         """Envelopes still waiting."""
         return int(self.client.zcard(self.key))
+
+
+def _listed_for(due: float) -> int:
+    """Seconds a request's envelope set is kept for an envelope due at `due`: past that, with a grace."""
+    return math.ceil(max(0.0, due - time.time())) + INDEX_GRACE_S
 
 
 def envelope_request_id(envelope: str | bytes) -> str | None:
